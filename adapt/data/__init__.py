@@ -1,0 +1,1 @@
+"""Samples, readers, the DataPool and the built-in synthetic stream."""
