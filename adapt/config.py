@@ -1,0 +1,203 @@
+"""The experiment config: pydantic models, YAML loading and ``key.sub=value`` overrides.
+
+Every section forbids unknown keys, so a typo is an error that names the key and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+
+from adapt.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(_Section):
+    """Sizes of the built-in tiny LLaVA (CLIP vision tower + Llama), built from a transformers config."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    text_hidden_size: int = 128
+    text_layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field("builtin:tiny-llava", description="a local HF checkpoint dir, or builtin:tiny-llava")
+    family: Literal["auto", "llava", "qwen2_vl", "causal_lm"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_length: int = 512
+    system_prompt: str = ""
+    attn_implementation: str | None = None
+    tiny: TinyModelConfig = TinyModelConfig()
+
+
+class LoraSettings(_Section):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: Union[str, list[str]] = "all-linear"
+    first_round: Literal["lora", "full"] = Field(
+        "lora", description="'full' trains every weight of the base in round 0 (used to pre-train the tiny model)"
+    )
+
+
+class DatasetEntry(_Section):
+    name: str
+    train: str
+    eval: str | None = None
+    metric: str = "exact"
+    task: str | None = None
+    image_root: str | None = None
+
+
+class StreamConfig(_Section):
+    builtin: str | None = Field("default", description="name of a built-in synthetic stream, or null")
+    seed: int = Field(0, description="seed of the synthetic data generator")
+    scale: float = Field(1.0, gt=0, description="multiplies the built-in train split sizes")
+    data_dir: str | None = Field(None, description="where the built-in stream is written (default RUN_DIR/data)")
+    datasets: list[DatasetEntry] = Field(default_factory=list, description="datasets of the stream, in order")
+    check_images: bool = True
+
+
+class SelectionConfig(_Section):
+    method: str = "random"
+    budget: Union[StrictInt, float] = Field(0.25, description="a fraction (float) of the round's pool, or a count (int)")
+
+    @field_validator("budget")
+    @classmethod
+    def _check_budget(cls, v: Union[int, float]) -> Union[int, float]:
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError("a count budget must be >= 1")
+        elif not 0.0 < v <= 1.0:
+            raise ValueError("a fraction budget must be in (0, 1]")
+        return v
+
+
+class TrainingConfig(_Section):
+    epochs: float = 1.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    first_round_lr: float | None = None
+    first_round_epochs: float | None = None
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    num_workers: int = 0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+
+
+class EvaluationConfig(_Section):
+    batch_size: int = 64
+    max_new_tokens: int = 32
+    max_samples: int | None = Field(None, description="cap on eval samples per task (None: the whole split)")
+    before_training: bool = Field(True, description="evaluate the base model first (R0, needed for FWT)")
+
+
+class PoolConfig(_Section):
+    max_size: Union[StrictInt, float, None] = Field(None, description="cap on the active pool: a count or a fraction")
+
+
+class TrackingConfig(_Section):
+    wandb: bool = True
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "adapt"
+    run_name: str | None = None
+    group: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class ExperimentConfig(_Section):
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    stream: StreamConfig = StreamConfig()
+    selection: SelectionConfig = SelectionConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    pool: PoolConfig = PoolConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        else:
+            lines.append(f"{source}: key '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'training.lr=3e-4'`` -> (['training', 'lr'], 0.0003); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "overrides") -> dict[str, Any]:
+    """Set each ``key.sub=value`` in a nested dict (creating sections as needed)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: override {text!r}: '{p}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or the defaults if ``path`` is None) and apply overrides."""
+    source = str(path) if path is not None else "defaults"
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping")
+        data = loaded
+    if overrides:
+        apply_overrides(data, overrides, source=f"{source} (command-line override)")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None

@@ -1,0 +1,176 @@
+"""Model families: how a family lays out a chat, expands image placeholders and feeds images.
+
+One class per family, registered by name; adding a family is one class and one line.
+The chat layouts follow each family's own training format (LLaVA-1.5 "USER: ... ASSISTANT: ...",
+Qwen2-VL ChatML with ``<|vision_start|><|image_pad|>*n<|vision_end|>``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from adapt.data.sample import IMAGE_TOKEN
+from adapt.registry import Registry
+
+FAMILIES: Registry[type["ModelFamily"]] = Registry("model family")
+
+# config.json model_type -> family name
+MODEL_TYPE_TO_FAMILY = {
+    "llava": "llava",
+    "qwen2_vl": "qwen2_vl",
+    "qwen2_5_vl": "qwen2_vl",
+}
+
+
+@dataclass
+class ImageInputs:
+    """Tensors for the model (``pixel_values`` etc.) and the number of placeholder tokens per image."""
+
+    tensors: dict[str, torch.Tensor]
+    tokens_per_image: list[int]
+
+
+class ModelFamily:
+    """Base class: chat segments and image handling for one model family."""
+
+    name: str = ""
+    uses_images: bool = True
+
+    def __init__(self, model_config: Any, tokenizer: Any, image_processor: Any, system_prompt: str = "") -> None:
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.system_prompt = system_prompt
+
+    # --- chat layout -------------------------------------------------------------------------
+    def prefix(self) -> str:
+        """Text before the first turn (never trained on)."""
+        return ""
+
+    def user_segment(self, text: str) -> str:
+        raise NotImplementedError
+
+    def answer_segment(self, text: str) -> str:
+        raise NotImplementedError
+
+    def answer_prompt(self) -> str:
+        """What generation starts from after the last user segment (already in user_segment)."""
+        return ""
+
+    def strip_answer(self, decoded: str) -> str:
+        return decoded.strip()
+
+    # --- images -------------------------------------------------------------------------------
+    def image_inputs(self, images: list[Image.Image]) -> ImageInputs:
+        raise NotImplementedError
+
+    def expand_placeholder(self, n_tokens: int) -> str:
+        raise NotImplementedError
+
+    def merge_image_inputs(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Concatenate per-sample image tensors in batch order (the models scatter them in order)."""
+        parts = [p for p in parts if p]
+        if not parts:
+            return {}
+        return {k: torch.cat([p[k] for p in parts], dim=0) for k in parts[0]}
+
+    def extra_model_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    @property
+    def bos_text(self) -> str:
+        tok = self.tokenizer
+        return tok.bos_token if getattr(tok, "bos_token", None) and getattr(tok, "add_bos_token", True) else ""
+
+    @property
+    def eos_text(self) -> str:
+        return self.tokenizer.eos_token or ""
+
+
+@FAMILIES.register("llava")
+class LlavaFamily(ModelFamily):
+    """LLaVA-1.5 (``LlavaForConditionalGeneration``): 'USER: <image>\\nQ ASSISTANT: A</s>'."""
+
+    name = "llava"
+
+    def prefix(self) -> str:
+        return self.bos_text + (self.system_prompt + " " if self.system_prompt else "")
+
+    def user_segment(self, text: str) -> str:
+        return f"USER: {text} ASSISTANT:"
+
+    def answer_segment(self, text: str) -> str:
+        return f" {text}{self.eos_text}"
+
+    def strip_answer(self, decoded: str) -> str:
+        return decoded.replace(self.eos_text, "").strip() if self.eos_text else decoded.strip()
+
+    def _tokens_per_image(self) -> int:
+        vc = self.model_config.vision_config
+        n = (vc.image_size // vc.patch_size) ** 2
+        if getattr(self.model_config, "vision_feature_select_strategy", "default") == "full":
+            n += 1
+        return n
+
+    def image_inputs(self, images: list[Image.Image]) -> ImageInputs:
+        if not images:
+            return ImageInputs({}, [])
+        out = self.image_processor(images, return_tensors="pt")
+        return ImageInputs({"pixel_values": out["pixel_values"]}, [self._tokens_per_image()] * len(images))
+
+    def expand_placeholder(self, n_tokens: int) -> str:
+        return IMAGE_TOKEN * n_tokens
+
+
+@FAMILIES.register("qwen2_vl")
+class Qwen2VLFamily(ModelFamily):
+    """Qwen2-VL / Qwen2.5-VL (``AutoModelForImageTextToText``), ChatML layout."""
+
+    name = "qwen2_vl"
+
+    def prefix(self) -> str:
+        if self.system_prompt:
+            return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
+        return ""
+
+    def user_segment(self, text: str) -> str:
+        return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+    def answer_segment(self, text: str) -> str:
+        return f"{text}<|im_end|>\n"
+
+    def strip_answer(self, decoded: str) -> str:
+        return decoded.split("<|im_end|>")[0].strip()
+
+    def image_inputs(self, images: list[Image.Image]) -> ImageInputs:
+        if not images:
+            return ImageInputs({}, [])
+        out = self.image_processor(images, return_tensors="pt")
+        merge = getattr(self.image_processor, "merge_size", 2)
+        counts = [int(thw.prod()) // (merge * merge) for thw in out["image_grid_thw"]]
+        return ImageInputs({"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}, counts)
+
+    def expand_placeholder(self, n_tokens: int) -> str:
+        return "<|vision_start|>" + "<|image_pad|>" * n_tokens + "<|vision_end|>"
+
+    def extra_model_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        # M-RoPE needs to know which positions are image tokens (1) and which are text (0).
+        return {"mm_token_type_ids": (input_ids == self.model_config.image_token_id).long()}
+
+
+@FAMILIES.register("causal_lm")
+class CausalLMFamily(LlavaFamily):
+    """Text-only causal LMs (``AutoModelForCausalLM``): images are dropped, the text kept."""
+
+    name = "causal_lm"
+    uses_images = False
+
+    def image_inputs(self, images: list[Image.Image]) -> ImageInputs:
+        return ImageInputs({}, [0] * len(images))
+
+    def expand_placeholder(self, n_tokens: int) -> str:
+        return ""
