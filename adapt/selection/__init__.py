@@ -1,1 +1,6 @@
-"""selection"""
+"""Selectors (registry ``SELECTORS``), budget rules, and permanent pruning."""
+
+from adapt.selection import baselines as _baselines  # noqa: F401  (registers full/random/multitask)
+from adapt.selection.base import SELECTORS, SelectionContext, Selector, resolve_budget
+
+__all__ = ["SELECTORS", "SelectionContext", "Selector", "resolve_budget"]

@@ -1,0 +1,466 @@
+"""The round loop (DESIGN.md, "One round"), resume and phase bookkeeping.
+
+Each phase of each round is a pure function of (config, pool state, model state on disk, seed): its
+outputs are written atomically and ``state.json`` records it as finished. A killed run resumes at the
+first unfinished phase and ends with the same metrics.json as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from adapt.config import ExperimentConfig, load_config
+from adapt.data.pool import DataPool
+from adapt.data.readers import read_dataset
+from adapt.data.sample import Sample
+from adapt.data.stream import StreamEntry, load_stream, resolve_stream, save_stream
+from adapt.errors import AdaptError
+from adapt.evaluation.continual_metrics import continual_metrics
+from adapt.evaluation.generation import EvalTask, evaluate_tasks
+from adapt.io import read_json, write_json_atomic, write_text_atomic, write_with_atomic
+from adapt.models.loading import ModelBundle, load_model
+from adapt.models.lora import add_new_adapter, count_trainable, load_adapter
+from adapt.models.tiny import BUILTIN_PREFIX, build_builtin
+from adapt.selection import SELECTORS, SelectionContext, Selector, resolve_budget
+from adapt.selection.base import phase_seed
+from adapt.training.trainer import get_accelerator, train_round
+
+PHASES = ("ingest", "select", "train", "evaluate", "prune", "checkpoint")
+BASE = "base"  # the pseudo-round of the evaluation before any training (R0)
+
+
+class RunState:
+    """``state.json``: finished phases, current round/phase, timings; written atomically."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def load_or_new(cls, path: Path, seed: int) -> "RunState":
+        if path.is_file():
+            return cls(path, read_json(path))
+        return cls(path, {"seed": seed, "status": "new", "round": 0, "phase": None, "finished": [],
+                          "phase_seconds": {}, "wandb_id": None})
+
+    def done(self, key: str) -> bool:
+        return key in self.data["finished"]
+
+    def mark(self, key: str, seconds: float) -> None:
+        self.data["finished"].append(key)
+        phase = key.split(":", 1)[1]
+        ps = self.data["phase_seconds"]
+        ps[phase] = ps.get(phase, 0.0) + seconds
+        self.save()
+
+    def set(self, **kw: Any) -> None:
+        self.data.update(kw)
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+class ContinualRun:
+    """One continual experiment in a run directory (see DESIGN.md for the layout)."""
+
+    def __init__(self, run_dir: Path, config: ExperimentConfig, progress: bool = True,
+                 console: Console | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.progress = progress
+        self.console = console or Console(stderr=True, quiet=not progress)
+        self.state = RunState.load_or_new(self.run_dir / "state.json", config.seed)
+        self.pool = DataPool(self.run_dir / "pool")
+        self.selector: Selector = SELECTORS.get(config.selection.method)(config)
+        self._bundle: ModelBundle | None = None
+        self._bundle_tag: str | None = None
+        self._eval_cache: dict[str, list[Sample]] = {}
+        self._accelerator = None
+        self._loggers = None
+
+    # ------------------------------------------------------------------ creation and resume
+    @classmethod
+    def create(cls, run_dir: str | Path, config: ExperimentConfig, config_dir: Path | None = None,
+               progress: bool = True, console: Console | None = None) -> "ContinualRun":
+        """Start a new run in ``run_dir`` (which must not hold a run already)."""
+        run_dir = Path(run_dir).resolve()
+        if (run_dir / "state.json").exists():
+            raise AdaptError(f"{run_dir}: already holds a run; use `adapt run --resume {run_dir}` or another --run-dir")
+        if config.selection.method not in SELECTORS:
+            raise AdaptError(f"selection.method: unknown selector {config.selection.method!r}; "
+                             f"known: {', '.join(SELECTORS.names())}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        entries = resolve_stream(config, run_dir, base_dir=config_dir, progress=progress)
+        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+        save_stream(run_dir, entries)
+        run = cls(run_dir, config, progress, console)
+        run.state.save()
+        return run
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, progress: bool = True, console: Console | None = None) -> "ContinualRun":
+        run_dir = Path(run_dir).resolve()
+        if not (run_dir / "state.json").is_file():
+            raise AdaptError(f"{run_dir}: no state.json; not a run directory")
+        config = load_config(run_dir / "config.yaml")
+        return cls(run_dir, config, progress, console)
+
+    # ------------------------------------------------------------------ small helpers
+    @property
+    def stream(self) -> list[StreamEntry]:
+        return load_stream(self.run_dir)
+
+    def rounds(self) -> list[list[StreamEntry]]:
+        """Datasets ingested at each round: one per round, or all at once for a joint selector."""
+        entries = self.stream
+        return [entries] if self.selector.joint else [[e] for e in entries]
+
+    def round_dir(self, t: int | str) -> Path:
+        return self.run_dir / "rounds" / str(t)
+
+    @property
+    def accelerator(self):
+        if self._accelerator is None:
+            self._accelerator = get_accelerator(self.config.training)
+        return self._accelerator
+
+    def _log(self, msg: str) -> None:
+        self.console.print(msg)
+
+    def _base_path(self) -> Path:
+        name = self.config.model.name_or_path
+        if name.startswith(BUILTIN_PREFIX):
+            return build_builtin(name[len(BUILTIN_PREFIX):], self.run_dir / "base_model",
+                                 self.config.model.tiny, seed=self.config.seed)
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise AdaptError(f"model.name_or_path: {path} is not a local checkpoint folder")
+        return path
+
+    def _load(self, path: Path) -> ModelBundle:
+        m = self.config.model
+        bundle = load_model(path, m.family, m.dtype, m.system_prompt, m.attn_implementation)
+        if self.accelerator.device.type != "cpu":
+            bundle.model.to(self.accelerator.device)
+        return bundle
+
+    def _full_first_round(self) -> bool:
+        return self.config.lora.first_round == "full"
+
+    def _model_after(self, t: int) -> ModelBundle:
+        """The model as it is after round ``t`` (t = -1: the base), loaded from the run directory."""
+        tag = f"after:{t}"
+        if self._bundle_tag == tag and self._bundle is not None:
+            return self._bundle
+        self._bundle = None
+        if t < 0:
+            bundle = self._load(self._base_path())
+        elif self._full_first_round():
+            bundle = self._load(self.round_dir(0) / "model")
+            if t > 0:
+                bundle.model = load_adapter(bundle.model, self.round_dir(t) / "adapter", trainable=False)
+        else:
+            bundle = self._load(self._base_path())
+            bundle.model = load_adapter(bundle.model, self.round_dir(t) / "adapter", trainable=False)
+        bundle.model.eval()
+        self._bundle, self._bundle_tag = bundle, tag
+        return bundle
+
+    def _eval_tasks(self, names: list[str] | None = None) -> list[EvalTask]:
+        tasks = []
+        for e in self.stream:
+            if e.eval is None or (names is not None and e.name not in names):
+                continue
+            if e.name not in self._eval_cache:
+                self._eval_cache[e.name] = read_dataset(
+                    e.eval, name=e.name, task=e.task, image_root=e.image_root,
+                    check_images=self.config.stream.check_images)
+            tasks.append(EvalTask(e.name, e.metric, self._eval_cache[e.name]))
+        return tasks
+
+    # ------------------------------------------------------------------ phases
+    def phase_ingest(self, t: int, entries: list[StreamEntry]) -> None:
+        for e in entries:
+            samples = read_dataset(e.train, name=e.name, task=e.task, image_root=e.image_root,
+                                   check_images=self.config.stream.check_images, progress=self.progress)
+            added = self.pool.ingest(samples, dataset=e.name, round_added=t, source=e.train)
+            self._log(f"  ingest [bold]{e.name}[/]: {added} samples (pool: {len(self.pool)} active)")
+
+    def phase_select(self, t: int, entries: list[StreamEntry]) -> None:
+        pool = self.pool.table(status="active", columns=["uid", "dataset", "task", "round_added"])
+        pool = pool.reset_index(drop=True)
+        budget = resolve_budget(self.config.selection.budget, len(pool))
+        new_names = {e.name for e in entries}
+        new_uids = pool.loc[pool["dataset"].isin(new_names), "uid"].tolist()
+        model = self._model_after(t - 1) if self.selector.needs_model else None
+        ctx = SelectionContext(round=t, pool=pool, new_uids=new_uids, budget=budget,
+                               seed=phase_seed(self.config.seed, t, "select"), run_dir=self.run_dir,
+                               model=model, config=self.config)
+        table = self.selector.select(ctx)
+        path = self.round_dir(t) / "selection.parquet"
+        write_with_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
+        n = int(table["selected"].sum())
+        self._log(f"  select [bold]{self.selector.name}[/]: {n} of {len(pool)} samples")
+
+    def phase_train(self, t: int) -> None:
+        table = pd.read_parquet(self.round_dir(t) / "selection.parquet")
+        uids = table.loc[table["selected"], "uid"].tolist()
+        samples = self.pool.samples(uids)
+        full = t == 0 and self._full_first_round()
+        self._bundle, self._bundle_tag = None, None
+        bundle = self._load(self._base_path()) if (t == 0 or not self._full_first_round()) else None
+        if bundle is None:
+            bundle = self._load(self.round_dir(0) / "model")
+        seed = phase_seed(self.config.seed, t, "train")
+        tcfg = self.config.training
+        if full:
+            for p in bundle.model.parameters():
+                p.requires_grad_(True)
+            lr, epochs = tcfg.first_round_lr or tcfg.lr, tcfg.first_round_epochs or tcfg.epochs
+        else:
+            from accelerate.utils import set_seed
+
+            set_seed(seed)
+            prev = self.round_dir(t - 1) / "adapter" if t > 0 else None
+            if prev is not None and prev.is_dir():
+                bundle.model = load_adapter(bundle.model, prev, trainable=True)
+            else:
+                bundle.model = add_new_adapter(bundle.model, self.config.lora)
+            lr, epochs = tcfg.lr, tcfg.epochs
+        n_train, n_total = count_trainable(bundle.model)
+        self._log(f"  train ({'full' if full else 'LoRA'}, {n_train:,} of {n_total:,} weights): "
+                  f"{len(samples)} samples × {epochs:g} epochs")
+        stats = train_round(bundle.model, bundle.family, samples, tcfg, self.accelerator, seed,
+                            self.config.model.max_length, lr=lr, epochs=epochs, desc=f"round {t} train",
+                            progress=self.progress)
+        out = self.round_dir(t) / ("model" if full else "adapter")
+        model = self.accelerator.unwrap_model(bundle.model)
+        if self.accelerator.is_main_process:
+            self._save_dir(out, lambda d: self._save_model(model, bundle, d, full))
+        self.accelerator.wait_for_everyone()
+        info = stats.to_dict() | {"mode": "full" if full else "lora", "trainable": n_train,
+                                  "dataset_counts": _counts(self.pool.table(status=None, columns=["uid", "dataset"]), uids)}
+        write_json_atomic(self.round_dir(t) / "train.json", info)
+        self._log(f"  train loss {stats.first_loss:.3f} → {stats.last_loss:.3f} in {stats.seconds:.1f}s")
+        bundle.model.eval()
+        self._bundle, self._bundle_tag = bundle, f"after:{t}"
+
+    @staticmethod
+    def _save_model(model: Any, bundle: ModelBundle, out: Path, full: bool) -> None:
+        model.save_pretrained(out)
+        if full:
+            bundle.tokenizer.save_pretrained(out)
+            if bundle.image_processor is not None:
+                bundle.image_processor.save_pretrained(out)
+
+    @staticmethod
+    def _save_dir(out: Path, writer) -> None:
+        """Write a folder atomically: into a temp folder, then rename."""
+        tmp = out.with_name(f".{out.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        writer(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+
+    def phase_evaluate(self, t: int | str, names: list[str] | None = None) -> dict[str, float]:
+        bundle = self._model_after(-1 if t == BASE else int(t))
+        tasks = self._eval_tasks(names)
+        results = evaluate_tasks(bundle.model, bundle.family, tasks, self.config.evaluation,
+                                 self.config.model.max_length, progress=self.progress)
+        path = self.round_dir(t) / "eval.json"
+        old = read_json(path) if path.is_file() and names is not None else {"scores": {}, "n": {}}
+        scores = old["scores"] | {k: r.score for k, r in results.items()}
+        ns = old["n"] | {k: r.n for k, r in results.items()}
+        write_json_atomic(path, {"round": t, "scores": scores, "n": ns})
+        preds = [dict(p, task=k) for k, r in results.items() for p in r.predictions]
+        pred_path = self.round_dir(t) / ("predictions.jsonl" if names is None else "predictions_backfill.jsonl")
+        write_with_atomic(pred_path, lambda tmp: pd.DataFrame(preds).to_json(tmp, orient="records", lines=True,
+                                                                             force_ascii=False))
+        return scores
+
+    def phase_prune(self, t: int) -> None:
+        cap = self.config.pool.max_size
+        if cap is None:
+            return
+        active = self.pool.table(status="active", columns=["uid"])
+        limit = cap if isinstance(cap, int) else int(cap * self.pool.num_total())
+        excess = len(active) - limit
+        if excess <= 0:
+            return
+        pruned = self.selector.prune(self.pool, active, limit, phase_seed(self.config.seed, t, "prune")) \
+            if hasattr(self.selector, "prune") else None
+        if pruned is None:
+            rng = np.random.default_rng(phase_seed(self.config.seed, t, "prune"))
+            pruned = active["uid"].to_numpy()[rng.choice(len(active), size=excess, replace=False)].tolist()
+            reason = "max_size (random)"
+        else:
+            pruned, reason = pruned
+        self.pool.prune(pruned, round=t, reason=reason)
+        self._log(f"  prune: {len(pruned)} samples tombstoned ({reason}); pool {len(self.pool)}")
+
+    def phase_checkpoint(self, t: int) -> None:
+        pool = self.pool.table(status="active", columns=["uid", "dataset"])
+        write_json_atomic(self.round_dir(t) / "pool.json", {
+            "round": t, "active": len(pool), "total": self.pool.num_total(),
+            "per_dataset": {str(k): int(v) for k, v in pool["dataset"].value_counts(sort=False).items()},
+        })
+        metrics = self.collect_metrics()
+        write_json_atomic(self.run_dir / "metrics.json", metrics)
+        loggers = self.loggers()
+        row = {f"eval/{k}": v for k, v in read_json(self.round_dir(t) / "eval.json")["scores"].items()}
+        train = read_json(self.round_dir(t) / "train.json")
+        row |= {"round": t, "samples_trained": train["samples"], "train/loss_last": train["last_loss"],
+                "pool_size": len(pool), "avg_accuracy": metrics["avg_accuracy"]}
+        loggers.log({k: v for k, v in row.items() if v is not None}, step=t)
+        self.print_matrix(metrics)
+
+    # ------------------------------------------------------------------ metrics and tracking
+    def collect_metrics(self) -> dict[str, Any]:
+        """metrics.json from the per-round files (so it is the same however the run was resumed)."""
+        tasks = [e.name for e in self.stream if e.eval is not None]
+        rows, samples, pool_sizes, sel_counts, pool_counts = [], [], [], [], []
+        for t in range(len(self.rounds())):
+            ev = self.round_dir(t) / "eval.json"
+            if not self.state.done(f"{t}:evaluate") or not ev.is_file():
+                break
+            scores = read_json(ev)["scores"]
+            rows.append([scores.get(k, float("nan")) for k in tasks])
+            tj = read_json(self.round_dir(t) / "train.json")
+            samples.append(tj["samples"])
+            sel_counts.append(tj.get("dataset_counts", {}))
+            pj = self.round_dir(t) / "pool.json"
+            if pj.is_file():
+                p = read_json(pj)
+                pool_sizes.append(p["active"])
+                pool_counts.append(p["per_dataset"])
+        r0 = None
+        base = self.round_dir(BASE) / "eval.json"
+        if base.is_file():
+            s0 = read_json(base)["scores"]
+            r0 = [s0.get(k, float("nan")) for k in tasks]
+        if self.selector.joint:
+            m = {"avg_accuracy": float(np.mean(rows[0])) if rows else None, "maa": None, "bwt": None,
+                 "forgetting": None, "fwt": None}
+        else:
+            m = continual_metrics(rows, r0) if rows else {k: None for k in ("avg_accuracy", "maa", "bwt", "forgetting", "fwt")}
+        return {
+            "method": self.selector.name, "tasks": tasks, "accuracy_matrix": rows, "accuracy_before": r0,
+            **m, "samples_trained": samples, "pool_size": pool_sizes, "selected_per_dataset": sel_counts,
+            "pool_per_dataset": pool_counts, "rounds_done": len(rows), "rounds_total": len(self.rounds()),
+            "phase_seconds": {k: round(v, 3) for k, v in self.state.data["phase_seconds"].items()},
+            "wall_seconds": round(sum(self.state.data["phase_seconds"].values()), 3),
+            "config": self.config.to_dict(),
+        }
+
+    def loggers(self):
+        if self._loggers is None:
+            from adapt.tracking.loggers import build_loggers
+
+            tr = self.config.tracking
+            cfg = {"wandb": tr.wandb, "wandb_mode": tr.wandb_mode, "project": tr.project,
+                   "run_name": tr.run_name or self.run_dir.name, "tags": tr.tags, "group": tr.group}
+            self._loggers = build_loggers(self.run_dir, cfg)
+            self._loggers.log_config(self.config.to_dict())
+        return self._loggers
+
+    def print_matrix(self, metrics: dict[str, Any]) -> None:
+        table = Table(title=f"accuracy matrix ({metrics['rounds_done']}/{metrics['rounds_total']} rounds)",
+                      show_lines=False)
+        table.add_column("after")
+        for k in metrics["tasks"]:
+            table.add_column(k, justify="right")
+        rounds = self.rounds()
+        if metrics["accuracy_before"] is not None:
+            table.add_row("base", *(f"{100 * v:.1f}" for v in metrics["accuracy_before"]))
+        for t, row in enumerate(metrics["accuracy_matrix"]):
+            label = "+".join(e.name for e in rounds[t]) if len(rounds[t]) < 3 else "all"
+            table.add_row(label, *("" if v != v else f"{100 * v:.1f}" for v in row))
+        self.console.print(table)
+
+    def finish(self) -> dict[str, Any]:
+        from adapt.tracking.plots import plot_accuracy_matrix
+        from adapt.tracking.report import write_report
+
+        metrics = self.collect_metrics()
+        write_json_atomic(self.run_dir / "metrics.json", metrics)
+        report = write_report([self.run_dir])
+        loggers = self.loggers()
+        step = max(0, metrics["rounds_done"] - 1)
+        heat = self.run_dir / "plots" / "accuracy_matrix.png"
+        if not heat.is_file() and metrics["accuracy_matrix"]:
+            plot_accuracy_matrix(metrics["accuracy_matrix"], metrics["tasks"], heat, R0=metrics["accuracy_before"])
+        loggers.log_table("accuracy_matrix", ["after"] + metrics["tasks"],
+                          [[str(t)] + list(r) for t, r in enumerate(metrics["accuracy_matrix"])], step=step)
+        if heat.is_file():
+            loggers.log_image("accuracy_matrix", heat, step=step)
+        final = {f"final/{k}": metrics[k] for k in ("avg_accuracy", "maa", "bwt", "forgetting", "fwt")
+                 if metrics[k] is not None}
+        final["final/samples_trained"] = int(sum(metrics["samples_trained"]))
+        loggers.log(final, step=step)
+        self.state.set(status="finished", phase=None)
+        self._log(f"[green]done[/]: {self.run_dir / 'metrics.json'}, report {report}")
+        return metrics
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        """Run (or continue) every round; returns metrics.json's content."""
+        self.state.set(status="running")
+        try:
+            self._backfill()
+            if self.config.evaluation.before_training and not self.state.done(f"{BASE}:evaluate"):
+                self._timed(BASE, "evaluate", lambda: self.phase_evaluate(BASE))
+            rounds = self.rounds()
+            for t, entries in enumerate(rounds):
+                if self.state.done(f"{t}:checkpoint"):
+                    continue
+                names = ", ".join(e.name for e in entries)
+                self.console.rule(f"round {t + 1}/{len(rounds)}: {names}")
+                self._timed(t, "ingest", lambda: self.phase_ingest(t, entries))
+                self._timed(t, "select", lambda: self.phase_select(t, entries))
+                self._timed(t, "train", lambda: self.phase_train(t))
+                self._timed(t, "evaluate", lambda: self.phase_evaluate(t))
+                self._timed(t, "prune", lambda: self.phase_prune(t))
+                self._timed(t, "checkpoint", lambda: self.phase_checkpoint(t))
+            return self.finish()
+        finally:
+            if self._loggers is not None:
+                self._loggers.finish()
+                self._loggers = None
+
+    def _timed(self, t: int | str, phase: str, fn) -> None:
+        key = f"{t}:{phase}"
+        if self.state.done(key):
+            return
+        self.state.set(round=t, phase=phase)
+        start = time.perf_counter()
+        fn()
+        self.state.mark(key, time.perf_counter() - start)
+
+    def _backfill(self) -> None:
+        """Evaluate earlier rounds' saved models on datasets added to the stream after them."""
+        names = [e.name for e in self.stream if e.eval is not None]
+        done_rounds = [BASE] + [t for t in range(len(self.rounds())) if self.state.done(f"{t}:evaluate")]
+        for t in done_rounds:
+            path = self.round_dir(t) / "eval.json"
+            if not path.is_file():
+                continue
+            missing = [n for n in names if n not in read_json(path)["scores"]]
+            if missing:
+                self._log(f"  evaluating round {t}'s model on new datasets: {', '.join(missing)}")
+                self.phase_evaluate(t, names=missing)
+
+
+def _counts(pool: pd.DataFrame, uids: list[str]) -> dict[str, int]:
+    sel = pool[pool["uid"].isin(set(uids))]
+    return {str(k): int(v) for k, v in sel["dataset"].value_counts(sort=False).items()}

@@ -1,0 +1,120 @@
+"""One round of fine-tuning on the selected samples through accelerate.
+
+The same loop runs in one process (CPU or one GPU) and under ``accelerate launch`` (DDP, FSDP or
+DeepSpeed from the user's accelerate config). Loss on answer tokens only (labels -100 elsewhere),
+gradient accumulation, bf16 autocast on GPU, deterministic on CPU for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from adapt.config import TrainingConfig
+from adapt.data.sample import Sample
+from adapt.models.collate import Collator
+from adapt.models.families import ModelFamily
+
+
+@dataclass
+class TrainStats:
+    samples: int
+    steps: int
+    epochs: float
+    lr: float
+    first_loss: float
+    last_loss: float
+    mean_loss: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def get_accelerator(cfg: TrainingConfig):
+    """The process's ``Accelerator`` (one per process; accelerate keeps its state global)."""
+    from accelerate import Accelerator
+
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+    return acc
+
+
+def train_round(
+    model: Any,
+    family: ModelFamily,
+    samples: list[Sample],
+    cfg: TrainingConfig,
+    accelerator: Any,
+    seed: int,
+    max_length: int,
+    lr: float | None = None,
+    epochs: float | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> TrainStats:
+    """Fine-tune the trainable parameters of ``model`` on ``samples``; returns loss statistics."""
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    lr = cfg.lr if lr is None else lr
+    epochs = cfg.epochs if epochs is None else epochs
+    start = time.perf_counter()
+    if not samples:
+        return TrainStats(0, 0, epochs, lr, float("nan"), float("nan"), float("nan"), 0.0)
+    set_seed(seed)
+    accelerator.gradient_accumulation_steps = cfg.grad_accum
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        samples, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+        collate_fn=Collator(family, max_length), num_workers=cfg.num_workers,
+    )
+    batches_per_epoch = len(loader)
+    total_batches = max(1, math.ceil(batches_per_epoch * epochs))
+    opt_steps = max(1, math.ceil(total_batches / cfg.grad_accum))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        "cosine", optimizer, num_warmup_steps=int(cfg.warmup_ratio * opt_steps), num_training_steps=opt_steps
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(total=total_batches, desc=desc, disable=not progress or not accelerator.is_main_process,
+               leave=False, dynamic_ncols=True)
+    done = 0
+    while done < total_batches:
+        for batch in loader:
+            with accelerator.accumulate(model):
+                out = model(**batch)
+                loss = out.loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            done += 1
+            bar.update(1)
+            if done % 10 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+            if done >= total_batches:
+                break
+    bar.close()
+    model.eval()
+    accelerator.free_memory()
+    tail = losses[-max(1, len(losses) // 10):]
+    return TrainStats(
+        samples=len(samples), steps=opt_steps, epochs=epochs, lr=lr, first_loss=losses[0],
+        last_loss=sum(tail) / len(tail), mean_loss=sum(losses) / len(losses),
+        seconds=time.perf_counter() - start,
+    )
