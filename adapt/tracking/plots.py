@@ -1,0 +1,185 @@
+"""Run plots (PNG) for report.md and wandb: accuracy matrix, forgetting, composition, comparison.
+
+Drawn with matplotlib's object API on the Agg canvas (``matplotlib.figure.Figure``), never
+pyplot: no global backend switch, no display needed, safe in threads and in a user's notebook.
+Every plot is written atomically (temp file + rename) so a killed run never leaves half a PNG.
+Scores are in [0, 1] and shown as percentages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from adapt.io import write_with_atomic
+
+_DPI = 120
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    write_with_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+    return path
+
+
+def _nan(v: Any) -> float:
+    try:
+        return math.nan if v is None else float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def round_labels(n_rows: int, tasks: Sequence[str], introduced: Sequence[int] | None = None) -> list[str]:
+    """``"after <task of round t>"`` per row; ``"after round t"`` where no task is introduced at t."""
+    intro = list(range(len(tasks))) if introduced is None else list(introduced)
+    labels = []
+    for t in range(n_rows):
+        names = [str(tasks[j]) for j in range(len(tasks)) if intro[j] == t]
+        labels.append("after " + "+".join(names) if names else f"after round {t}")
+    return labels
+
+
+def plot_accuracy_matrix(
+    R: Sequence[Sequence[float]],
+    tasks: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    R0: Sequence[float] | None = None,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Heatmap of ``R[t][j]``: rows "after <task of round t>" (plus "before training" for
+    ``R0``), columns the tasks, each cell annotated with its percentage; NaN cells blank."""
+    import numpy as np
+
+    rows = [[_nan(v) for v in r] for r in R]
+    labels = list(row_labels) if row_labels is not None else round_labels(len(rows), tasks)
+    if R0 is not None:
+        rows = [[_nan(v) for v in R0]] + rows
+        labels = ["before training"] + labels
+    n_cols = len(tasks)
+    data = np.full((max(len(rows), 1), max(n_cols, 1)), np.nan)
+    for i, r in enumerate(rows):
+        data[i, : len(r)] = r[:n_cols]
+    masked = np.ma.masked_invalid(data * 100.0)
+
+    fig = Figure(figsize=(max(4.5, 1.1 * n_cols + 2.8), max(2.6, 0.55 * len(rows) + 1.6)))
+    ax = fig.add_subplot()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("white")
+    im = ax.imshow(masked, cmap=cmap, vmin=0.0, vmax=100.0, aspect="auto")
+    ax.set_xticks(range(n_cols), [str(t) for t in tasks], rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("task evaluated")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            v = data[i, j]
+            if not math.isnan(v):
+                ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=8,
+                        color="black" if v > 0.6 else "white")
+    if R0 is not None and len(rows) > 1:
+        ax.axhline(0.5, color="black", linewidth=1.0)
+    cb = fig.colorbar(im, ax=ax)
+    cb.set_label("score (%)")
+    ax.set_title(title or "accuracy matrix")
+    return _save(fig, path)
+
+
+def plot_forgetting_curves(
+    R: Sequence[Sequence[float]],
+    tasks: Sequence[str],
+    path: str | os.PathLike[str],
+    introduced: Sequence[int] | None = None,
+    title: str | None = None,
+) -> Path:
+    """One line per task: its score over the rounds from the round it was introduced on."""
+    rows = [[_nan(v) for v in r] for r in R]
+    T = len(rows)
+    intro = list(range(len(tasks))) if introduced is None else list(introduced)
+    fig = Figure(figsize=(max(5.0, 0.9 * T + 3.0), 3.6))
+    ax = fig.add_subplot()
+    for j, name in enumerate(tasks):
+        xs = [t for t in range(intro[j], T) if j < len(rows[t]) and not math.isnan(rows[t][j])]
+        if not xs:
+            continue
+        ax.plot(xs, [100 * rows[t][j] for t in xs], marker="o", label=str(name))
+    ax.set_xticks(range(T), round_labels(T, tasks, intro), rotation=30, ha="right")
+    if T:
+        ax.set_xlim(-0.3, T - 0.7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("score (%)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "score per task over rounds")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def plot_composition(
+    rounds: Sequence[Mapping[str, int]],
+    path: str | os.PathLike[str],
+    title: str,
+    ylabel: str = "samples",
+    xlabels: Sequence[str] | None = None,
+) -> Path:
+    """Stacked bars, one per round, of the counts per dataset/task (selection, pool size...)."""
+    import numpy as np
+
+    keys: list[str] = []
+    for r in rounds:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    n = len(rounds)
+    fig = Figure(figsize=(max(5.0, 0.7 * n + 3.5), 3.6))
+    ax = fig.add_subplot()
+    bottom = np.zeros(n)
+    for k in keys:
+        vals = np.array([float(r.get(k, 0) or 0) for r in rounds])
+        ax.bar(range(n), vals, bottom=bottom, label=str(k))
+        bottom += vals
+    ax.set_xticks(range(n), list(xlabels) if xlabels is not None else [f"round {t}" for t in range(n)],
+                  rotation=30 if n > 6 else 0, ha="right" if n > 6 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if keys:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+_COMPARED = (("avg_accuracy", "A"), ("maa", "MAA"), ("forgetting", "F"), ("bwt", "BWT"))
+
+
+def plot_runs_comparison(runs: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Grouped bars of A, MAA, F and BWT (percent) per run; a metric a run lacks has no bar."""
+    import numpy as np
+
+    names = list(runs)
+    n = max(len(names), 1)
+    width = 0.8 / n
+    fig = Figure(figsize=(max(5.5, 1.6 * len(_COMPARED) + 0.5 * n), 3.8))
+    ax = fig.add_subplot()
+    xs = np.arange(len(_COMPARED))
+    for i, name in enumerate(names):
+        vals = [100 * _nan(runs[name].get(k)) for k, _ in _COMPARED]
+        bars = ax.bar(xs - 0.4 + width * (i + 0.5), vals, width, label=name)
+        for b, v in zip(bars, vals):
+            if not math.isnan(v):
+                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center",
+                            va="bottom" if v >= 0 else "top", fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(xs, [label for _, label in _COMPARED])
+    ax.set_ylabel("%")
+    ax.set_title("runs compared")
+    ax.grid(axis="y", alpha=0.3)
+    if names:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
