@@ -369,8 +369,12 @@ class ContinualRun:
 
             tr = self.config.tracking
             cfg = {"wandb": tr.wandb, "wandb_mode": tr.wandb_mode, "project": tr.project,
-                   "run_name": tr.run_name or self.run_dir.name, "tags": tr.tags, "group": tr.group}
+                   "run_name": tr.run_name or self.run_dir.name, "tags": tr.tags, "group": tr.group,
+                   "run_id": self.state.data.get("wandb_id")}
             self._loggers = build_loggers(self.run_dir, cfg)
+            run_id = next((lg.run_id for lg in getattr(self._loggers, "loggers", []) if hasattr(lg, "run_id")), None)
+            if run_id and run_id != self.state.data.get("wandb_id"):
+                self.state.set(wandb_id=run_id)
             self._loggers.log_config(self.config.to_dict())
         return self._loggers
 

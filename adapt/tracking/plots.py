@@ -72,8 +72,7 @@ def plot_accuracy_matrix(
     ax = fig.add_subplot()
     import matplotlib
 
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     im = ax.imshow(masked, cmap=cmap, vmin=0.0, vmax=100.0, aspect="auto")
     ax.set_xticks(range(n_cols), [str(t) for t in tasks], rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels)

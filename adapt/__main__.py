@@ -1,0 +1,3 @@
+from adapt.cli import app
+
+app()

@@ -1,0 +1,393 @@
+"""The built-in synthetic stream: six visual-instruction datasets in the LLaVA format, PNG images on
+disk, written deterministically from a seed (same seed, same bytes).
+
+In the spirit of Adapt-∞'s sequence (a large general VQA set first, then knowledge VQA,
+multilingual, grounding, reasoning, multi-image), and built so that selection matters as it does on
+real pools: few templates and many near-duplicates, a few percent of wrong labels (train only),
+rare skills inside big datasets, and questions whose answer does not need the image. The reasoning
+set uses real handwritten digits (scikit-learn's ``load_digits``). Images are 32×32 RGB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+SIZE = 32
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220),
+    "yellow": (235, 210, 20), "purple": (140, 40, 180), "orange": (245, 130, 20),
+}
+STRIPE_COLORS = COLORS | {"white": (250, 250, 250), "black": (20, 20, 20)}
+SHAPES = ("circle", "square", "triangle")
+NOISE_RATE = 0.03
+
+
+# ---------------------------------------------------------------------------------------- drawing
+def canvas(rng: np.random.Generator) -> Image.Image:
+    """Light background with a little pixel noise."""
+    base = rng.integers(232, 248)
+    arr = np.clip(base + rng.normal(0, 3, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def jitter_color(rgb: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in rgb)  # type: ignore[return-value]
+
+
+def draw_shape(img: Image.Image, shape: str, color: str, cx: float, cy: float, size: float,
+               rng: np.random.Generator) -> None:
+    d = ImageDraw.Draw(img)
+    h = size / 2
+    fill = jitter_color(COLORS[color], rng)
+    if shape == "circle":
+        d.ellipse([cx - h, cy - h, cx + h, cy + h], fill=fill)
+    elif shape == "square":
+        d.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
+    else:
+        d.polygon([(cx, cy - h), (cx - h, cy + h), (cx + h, cy + h)], fill=fill)
+
+
+def shapes_image(objs: list[tuple[str, str, float, float, float]], rng: np.random.Generator) -> Image.Image:
+    """``objs``: (shape, color, cx, cy, size); positions get ±1 px of jitter."""
+    img = canvas(rng)
+    for shape, color, cx, cy, size in objs:
+        draw_shape(img, shape, color, cx + rng.integers(-1, 2), cy + rng.integers(-1, 2), size, rng)
+    return img
+
+
+def flag_image(colors: tuple[str, str, str], vertical: bool, rng: np.random.Generator) -> Image.Image:
+    img = canvas(rng)
+    d = ImageDraw.Draw(img)
+    x0, y0 = 2 + rng.integers(-1, 2), 6 + rng.integers(-1, 2)
+    w, h = 28, 20
+    for k, c in enumerate(colors):
+        fill = jitter_color(STRIPE_COLORS[c], rng)
+        if vertical:
+            d.rectangle([x0 + k * w / 3, y0, x0 + (k + 1) * w / 3 - 1, y0 + h - 1], fill=fill)
+        else:
+            d.rectangle([x0, y0 + k * h / 3, x0 + w - 1, y0 + (k + 1) * h / 3 - 1], fill=fill)
+    return img
+
+
+def digit_image(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """An 8×8 scikit-learn digit (0..16) upscaled to 24×24, dark ink on a light canvas."""
+    img = np.asarray(canvas(rng)).astype(np.float64)
+    big = np.kron(pixels / 16.0, np.ones((3, 3)))
+    ox, oy = 4 + rng.integers(-2, 3), 4 + rng.integers(-2, 3)
+    patch = img[oy:oy + 24, ox:ox + 24]
+    img[oy:oy + 24, ox:ox + 24] = patch * (1 - big[..., None]) + 25 * big[..., None]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+
+
+# ---------------------------------------------------------------------------------------- items
+@dataclass
+class Item:
+    """One QA item before it is written: images, question, answer and the generator's metadata."""
+
+    images: list[Image.Image]
+    question: str
+    answer: str
+    skill: str
+    template: int
+    alternatives: list[str] = field(default_factory=list)  # other valid answers (for label noise)
+    needs_image: bool = True
+    rare: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Proto = Callable[[np.random.Generator], dict[str, Any]]
+
+
+def one_shape(rng: np.random.Generator) -> tuple[str, str, float, float, float]:
+    return (str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), 16 + rng.integers(-5, 6),
+            16 + rng.integers(-5, 6), float(rng.integers(11, 15)))
+
+
+QUADRANTS = [(9, 9), (23, 9), (9, 23), (23, 23)]
+TEXT_FACTS = [
+    ("What color is a ripe banana?", "yellow"), ("What color is grass?", "green"),
+    ("What color is the sky on a clear day?", "blue"), ("What color is a ripe tomato?", "red"),
+    ("How many sides does a triangle have?", "3"), ("What shape is a ball?", "circle"),
+]
+
+
+def general_proto(rng: np.random.Generator) -> dict[str, Any]:
+    r = rng.random()
+    if r < 0.05:
+        return {"skill": "text_fact", "fact": int(rng.integers(len(TEXT_FACTS)))}
+    if r < 0.08:
+        s = one_shape(rng)
+        top = bool(rng.random() < 0.5)
+        return {"skill": "position", "objs": [(s[0], s[1], s[2], 8.0 if top else 24.0, 10.0)], "top": top}
+    skill = ["color", "shape", "count"][int(rng.integers(3))]
+    if skill == "count":
+        n = int(rng.integers(1, 4))
+        cells = rng.permutation(4)[:n]
+        objs = [(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), *map(float, QUADRANTS[c]), 10.0) for c in cells]
+        return {"skill": skill, "objs": objs, "template": int(rng.integers(3))}
+    return {"skill": skill, "objs": [one_shape(rng)], "template": int(rng.integers(3))}
+
+
+def general_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    skill = p["skill"]
+    if skill == "text_fact":
+        q, a = TEXT_FACTS[p["fact"]]
+        return Item([], q, a, skill, p["fact"], needs_image=False)
+    img = shapes_image(p["objs"], rng)
+    if skill == "position":
+        return Item([img], "Is the shape in the top or bottom half?", "top" if p["top"] else "bottom", skill, 0,
+                    ["top", "bottom"], rare=True)
+    t = p["template"]
+    if skill == "color":
+        q = ["What color is the shape?", "What is the color of the object?", "Which color is shown?"][t]
+        return Item([img], q, p["objs"][0][1], skill, t, list(COLORS))
+    if skill == "shape":
+        q = ["What shape is shown?", "What shape is this?", "Name the shape."][t]
+        return Item([img], q, p["objs"][0][0], skill, t, list(SHAPES))
+    q = ["How many shapes are there?", "Count the shapes.", "How many objects are in the image?"][t]
+    return Item([img], q, str(len(p["objs"])), skill, t, ["1", "2", "3"])
+
+
+FLAGS: dict[str, tuple[tuple[str, str, str], bool]] = {
+    "france": (("blue", "white", "red"), True), "italy": (("green", "white", "red"), True),
+    "ireland": (("green", "white", "orange"), True), "belgium": (("black", "yellow", "red"), True),
+    "germany": (("black", "red", "yellow"), False), "russia": (("white", "blue", "red"), False),
+    "netherlands": (("red", "white", "blue"), False), "austria": (("red", "white", "red"), False),
+}
+FRUITS = {"red": "apple", "yellow": "banana", "orange": "orange", "green": "lime", "purple": "grape",
+          "blue": "blueberry"}
+
+
+def knowledge_proto(rng: np.random.Generator) -> dict[str, Any]:
+    if rng.random() < 0.7:
+        return {"skill": "flag", "country": str(rng.choice(list(FLAGS))), "template": int(rng.integers(3))}
+    return {"skill": "fruit", "obj": one_shape(rng), "template": int(rng.integers(2))}
+
+
+def knowledge_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    t = p["template"]
+    if p["skill"] == "flag":
+        colors, vertical = FLAGS[p["country"]]
+        q = ["Which country's flag is this?", "Name the country of this flag.", "This flag belongs to which country?"][t]
+        return Item([flag_image(colors, vertical, rng)], q, p["country"], "flag", t, list(FLAGS))
+    q = ["What fruit has this color?", "Name a fruit of this color."][t]
+    return Item([shapes_image([p["obj"]], rng)], q, FRUITS[p["obj"][1]], "fruit", t, list(FRUITS.values()))
+
+
+LANGS: dict[str, dict[str, Any]] = {
+    "fr": {"color_q": "De quelle couleur est la forme ?", "shape_q": "Quelle est cette forme ?",
+           "colors": ["rouge", "vert", "bleu", "jaune", "violet", "orange"], "shapes": ["cercle", "carré", "triangle"]},
+    "es": {"color_q": "¿De qué color es la forma?", "shape_q": "¿Qué forma es esta?",
+           "colors": ["rojo", "verde", "azul", "amarillo", "morado", "naranja"],
+           "shapes": ["círculo", "cuadrado", "triángulo"]},
+    "de": {"color_q": "Welche Farbe hat die Form?", "shape_q": "Welche Form ist das?",
+           "colors": ["rot", "grün", "blau", "gelb", "lila", "orange"], "shapes": ["kreis", "quadrat", "dreieck"]},
+    "it": {"color_q": "Di che colore è la forma?", "shape_q": "Che forma è questa?",
+           "colors": ["rosso", "verde", "blu", "giallo", "viola", "arancione"],
+           "shapes": ["cerchio", "quadrato", "triangolo"]},
+}
+
+
+def multilingual_proto(rng: np.random.Generator) -> dict[str, Any]:
+    lang = "it" if rng.random() < 0.05 else str(rng.choice(["fr", "es", "de"]))
+    return {"skill": "color" if rng.random() < 0.5 else "shape", "lang": lang, "obj": one_shape(rng)}
+
+
+def multilingual_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    L = LANGS[p["lang"]]
+    shape, color = p["obj"][0], p["obj"][1]
+    img = shapes_image([p["obj"]], rng)
+    if p["skill"] == "color":
+        ans, alts = L["colors"][list(COLORS).index(color)], L["colors"]
+    else:
+        ans, alts = L["shapes"][SHAPES.index(shape)], L["shapes"]
+    return Item([img], L[f"{p['skill']}_q"], ans, f"{p['skill']}_{p['lang']}", 0, alts, rare=p["lang"] == "it",
+                meta={"lang": p["lang"]})
+
+
+def box_text(row: int, col: int) -> str:
+    return f"[{col / 4:.2f}, {row / 4:.2f}, {(col + 1) / 4:.2f}, {(row + 1) / 4:.2f}]"
+
+
+def grounding_proto(rng: np.random.Generator) -> dict[str, Any]:
+    n = int(rng.integers(1, 4))
+    cells = [int(c) for c in rng.permutation(16)[:n]]
+    colors = [str(c) for c in rng.permutation(list(COLORS))[:n]]
+    shapes = [str(rng.choice(SHAPES)) for _ in range(n)]
+    return {"skill": "box", "cells": cells, "colors": colors, "shapes": shapes, "target": int(rng.integers(n)),
+            "template": int(rng.integers(2))}
+
+
+def grounding_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    img = canvas(rng)
+    for cell, color, shape in zip(p["cells"], p["colors"], p["shapes"]):
+        r, c = divmod(cell, 4)
+        draw_shape(img, shape, color, c * 8 + 3.5, r * 8 + 3.5, 7.0, rng)
+    k = p["target"]
+    r, c = divmod(p["cells"][k], 4)
+    desc = f"{p['colors'][k]} {p['shapes'][k]}"
+    q = [f"Where is the {desc}? Answer with a bounding box.", f"Give the bounding box of the {desc}."][p["template"]]
+    alts = [box_text(*divmod(x, 4)) for x in range(16)]
+    return Item([img], q, box_text(r, c), "box", p["template"], alts, meta={"cell": p["cells"][k]})
+
+
+def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Callable[[np.random.Generator], dict[str, Any]]:
+    def proto(rng: np.random.Generator) -> dict[str, Any]:
+        idx = int(rng.choice(pool))
+        addend = 0 if rng.random() < 0.4 else int(rng.integers(1, 4))
+        return {"skill": "ocr" if addend == 0 else "add", "index": idx, "digit": int(digits.target[idx]),
+                "addend": addend}
+
+    def item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+        img = digit_image(digits.images[p["index"]], rng)
+        meta = {"digit": p["digit"], "addend": p["addend"]}
+        if p["addend"] == 0:
+            return Item([img], "What digit is written?", str(p["digit"]), "ocr", 0, [str(i) for i in range(10)], meta=meta)
+        return Item([img], f"What is the digit plus {p['addend']}?", str(p["digit"] + p["addend"]), "add", p["addend"],
+                    [str(i) for i in range(1, 13)], meta=meta)
+
+    proto.item = item  # type: ignore[attr-defined]
+    return proto
+
+
+def multi_image_proto(rng: np.random.Generator) -> dict[str, Any]:
+    if rng.random() < 0.5:
+        same = bool(rng.random() < 0.5)
+        c1 = str(rng.choice(list(COLORS)))
+        c2 = c1 if same else str(rng.choice([c for c in COLORS if c != c1]))
+        o1, o2 = one_shape(rng), one_shape(rng)
+        return {"skill": "same_color", "objs": [(o1[0], c1, *o1[2:]), (o2[0], c2, *o2[2:])], "answer": "yes" if same else "no"}
+    target = str(rng.choice(SHAPES))
+    other = str(rng.choice([s for s in SHAPES if s != target]))
+    first = bool(rng.random() < 0.5)
+    o1, o2 = one_shape(rng), one_shape(rng)
+    s1, s2 = (target, other) if first else (other, target)
+    return {"skill": "which_image", "objs": [(s1, *o1[1:]), (s2, *o2[1:])], "target": target,
+            "answer": "first" if first else "second"}
+
+
+def multi_image_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    imgs = [shapes_image([o], rng) for o in p["objs"]]
+    if p["skill"] == "same_color":
+        return Item(imgs, "Do the two images show the same color?", p["answer"], "same_color", 0, ["yes", "no"])
+    return Item(imgs, f"Which image shows a {p['target']}, the first or the second?", p["answer"], "which_image", 0,
+                ["first", "second"])
+
+
+# ---------------------------------------------------------------------------------------- datasets
+@dataclass
+class DatasetSpec:
+    name: str
+    metric: str
+    train_size: int
+    eval_size: int
+    description: str
+    proto: Callable[[np.random.Generator], dict[str, Any]] | None = None
+    item: Callable[[dict[str, Any], np.random.Generator], Item] | None = None
+    dup_rate: float = 0.4
+
+
+def _specs() -> dict[str, DatasetSpec]:
+    return {s.name: s for s in [
+        DatasetSpec("vqa_general", "exact", 2400, 120, "general VQA: colour, shape, count; rare: position; some "
+                    "text-only facts", general_proto, general_item, dup_rate=0.5),
+        DatasetSpec("vqa_knowledge", "exact", 800, 80, "knowledge VQA: flags of countries, fruits of a colour",
+                    knowledge_proto, knowledge_item),
+        DatasetSpec("vqa_multilingual", "exact", 800, 80, "colour and shape questions in French, Spanish, German "
+                    "(rare: Italian)", multilingual_proto, multilingual_item),
+        DatasetSpec("grounding", "iou", 800, 80, "bounding box of a described shape on a 4×4 grid",
+                    grounding_proto, grounding_item),
+        DatasetSpec("reasoning", "numeric", 800, 80, "handwritten digits (scikit-learn): read, or add a number"),
+        DatasetSpec("multi_image", "exact", 600, 80, "two images: same colour? which shows a given shape?",
+                    multi_image_proto, multi_image_item),
+    ]}
+
+
+DEMO_DATASETS = list(_specs())
+STREAMS: dict[str, list[str]] = {"default": DEMO_DATASETS}
+
+
+def _items(spec: DatasetSpec, n: int, rng: np.random.Generator, split: str,
+           proto: Callable, item: Callable) -> list[tuple[Item, int, bool]]:
+    """n items; a share of them near-duplicates of earlier prototypes; label noise on train only."""
+    protos: list[dict[str, Any]] = []
+    out = []
+    for _ in range(n):
+        if protos and rng.random() < spec.dup_rate:
+            g = int(rng.integers(len(protos)))
+        else:
+            protos.append(proto(rng))
+            g = len(protos) - 1
+        it = item(protos[g], rng)
+        noisy = False
+        if split == "train" and it.needs_image and it.alternatives and rng.random() < NOISE_RATE:
+            wrong = [a for a in it.alternatives if a != it.answer]
+            it.answer = str(rng.choice(wrong))
+            noisy = True
+        out.append((it, g, noisy))
+    return out
+
+
+def _write_split(spec: DatasetSpec, out: Path, split: str, n: int, rng: np.random.Generator,
+                 proto: Callable, item: Callable) -> None:
+    records = []
+    for i, (it, group, noisy) in enumerate(_items(spec, n, rng, split, proto, item)):
+        sid = f"{spec.name}-{split}-{i:06d}"
+        rec: dict[str, Any] = {"id": sid}
+        paths = []
+        for k, img in enumerate(it.images):
+            rel = f"images/{sid}.png" if len(it.images) == 1 else f"images/{sid}_{k}.png"
+            img.save(out / rel, format="PNG")
+            paths.append(rel)
+        if len(paths) == 1:
+            rec["image"] = paths[0]
+        elif paths:
+            rec["images"] = paths
+        prefix = "<image>\n" * len(paths)
+        rec["conversations"] = [{"from": "human", "value": prefix + it.question}, {"from": "gpt", "value": it.answer}]
+        rec["meta"] = {"skill": it.skill, "template": it.template, "noisy": noisy, "needs_image": it.needs_image,
+                       "rare": it.rare, "dup_group": group, **it.meta}
+        records.append(rec)
+    (out / f"{split}.json").write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default", scale: float = 1.0,
+                      progress: bool = True) -> Path:
+    """Write the stream into ``out_dir`` and return the path of ``out_dir/stream.json``."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown built-in stream {stream!r}; known: {', '.join(STREAMS)}")
+    from sklearn.datasets import load_digits
+
+    out_dir = Path(out_dir)
+    specs = _specs()
+    digits = load_digits()
+    order = np.random.default_rng([seed, 999]).permutation(len(digits.target))
+    digit_pools = {"train": order[:1400], "eval": order[1400:]}
+    entries = []
+    names = STREAMS[stream]
+    for d_index, name in enumerate(tqdm(names, desc="demo data", disable=not progress, leave=False)):
+        spec = specs[name]
+        folder = out_dir / name
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        for s_index, split in enumerate(("train", "eval")):
+            n = max(8, int(round(spec.train_size * scale))) if split == "train" else spec.eval_size
+            rng = np.random.default_rng([seed, d_index, s_index])
+            if name == "reasoning":
+                proto = reasoning_proto_factory(digits, digit_pools[split])
+                item = proto.item  # type: ignore[attr-defined]
+            else:
+                proto, item = spec.proto, spec.item
+            _write_split(spec, folder, split, n, rng, proto, item)
+        entries.append({"name": name, "task": name, "metric": spec.metric, "train": f"{name}/train.json",
+                        "eval": f"{name}/eval.json", "description": spec.description})
+    manifest = out_dir / "stream.json"
+    manifest.write_text(json.dumps({"name": stream, "seed": seed, "scale": scale, "datasets": entries}, indent=1) + "\n")
+    return manifest

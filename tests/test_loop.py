@@ -1,0 +1,183 @@
+"""The continual run end to end on a small built-in stream: files of the run-directory contract,
+metrics recomputed from the per-round files, resume after a kill, add-dataset, wandb offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adapt.config import load_config
+from adapt.evaluation.continual_metrics import continual_metrics
+from adapt.loop import ContinualRun
+
+SMALL = [
+    "stream.scale=0.04",
+    "training.epochs=1",
+    "training.first_round_epochs=2",
+    "training.batch_size=16",
+    "evaluation.max_samples=12",
+    "evaluation.max_new_tokens=16",
+    "lora.r=4",
+]
+TIMING_KEYS = {"phase_seconds", "wall_seconds"}
+
+
+def small_config(tmp_path: Path, *extra: str):
+    return load_config(None, SMALL + [f"stream.data_dir={tmp_path / 'data'}", "tracking.wandb=false", *extra])
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loop")
+    cfg = load_config(None, SMALL + [f"stream.data_dir={tmp / 'data'}", "selection.method=random",
+                                     "selection.budget=0.25", "tracking.wandb=true"])
+    run = ContinualRun.create(tmp / "run", cfg, progress=False)
+    metrics = run.run()
+    return tmp / "run", metrics
+
+
+def test_run_directory_contract(random_run):
+    run_dir, metrics = random_run
+    for name in ("config.yaml", "state.json", "stream.json", "metrics.json", "metrics.jsonl", "report.md",
+                 "pool/manifest.json", "pool/samples.parquet", "plots/accuracy_matrix.png"):
+        assert (run_dir / name).is_file(), name
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "finished"
+    tasks = metrics["tasks"]
+    assert len(tasks) == 6 and len(metrics["accuracy_matrix"]) == 6
+    assert (run_dir / "rounds/0/model/model.safetensors").is_file()
+    for t in range(1, 6):
+        assert (run_dir / f"rounds/{t}/adapter/adapter_model.safetensors").is_file()
+    for t in range(6):
+        sel = pd.read_parquet(run_dir / f"rounds/{t}/selection.parquet")
+        assert {"uid", "cluster", "expert", "score", "selected"} <= set(sel.columns)
+        pool_json = json.loads((run_dir / f"rounds/{t}/pool.json").read_text())
+        # random: 25% of the active pool of the round
+        assert int(sel["selected"].sum()) == round(0.25 * pool_json["active"])
+        assert metrics["samples_trained"][t] == int(sel["selected"].sum())
+        ev = json.loads((run_dir / f"rounds/{t}/eval.json").read_text())
+        assert [ev["scores"][k] for k in tasks] == metrics["accuracy_matrix"][t]
+
+
+def test_metrics_follow_the_definitions(random_run):
+    run_dir, metrics = random_run
+    ref = continual_metrics(metrics["accuracy_matrix"], metrics["accuracy_before"])
+    for k in ("avg_accuracy", "maa", "bwt", "forgetting", "fwt"):
+        assert metrics[k] == pytest.approx(ref[k])
+    # and A by hand from the last row
+    last = metrics["accuracy_matrix"][-1]
+    assert metrics["avg_accuracy"] == pytest.approx(sum(last) / len(last))
+
+
+def test_offline_wandb_run_holds_the_logged_metrics(random_run):
+    from adapt.tracking.loggers import read_offline_wandb_history
+
+    run_dir, metrics = random_run
+    rows = read_offline_wandb_history(run_dir)
+    by_round = {r["round"]: r for r in rows if "round" in r}
+    assert sorted(by_round) == list(range(6))
+    for t, row in enumerate(metrics["accuracy_matrix"]):
+        for task, v in zip(metrics["tasks"], row):
+            assert by_round[t][f"eval/{task}"] == pytest.approx(v)
+    final = [r for r in rows if "final/avg_accuracy" in r]
+    assert final and final[-1]["final/avg_accuracy"] == pytest.approx(metrics["avg_accuracy"])
+
+
+def test_pool_holds_every_dataset(random_run):
+    from adapt.data.pool import DataPool
+
+    run_dir, metrics = random_run
+    pool = DataPool(run_dir / "pool")
+    assert [d["name"] for d in pool.datasets()] == metrics["tasks"]
+    assert len(pool) == metrics["pool_size"][-1]
+
+
+def test_full_and_multitask(tmp_path):
+    full = ContinualRun.create(tmp_path / "full", small_config(tmp_path, "selection.method=full"), progress=False).run()
+    pool_rows = [sum(c.values()) for c in full["pool_per_dataset"]]
+    # full trains on exactly the dataset of the round
+    assert full["samples_trained"] == [pool_rows[0]] + [b - a for a, b in zip(pool_rows, pool_rows[1:])]
+    multi = ContinualRun.create(tmp_path / "multi", small_config(tmp_path, "selection.method=multitask"),
+                                progress=False).run()
+    assert len(multi["accuracy_matrix"]) == 1 and len(multi["accuracy_matrix"][0]) == 6
+    assert multi["samples_trained"] == [pool_rows[-1]]
+    assert multi["bwt"] is None and multi["forgetting"] is None
+
+
+def _adapt(*args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    return subprocess.Popen([sys.executable, "-m", "adapt", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_kill_gives_the_same_metrics(tmp_path):
+    cfg_file = tmp_path / "small.yaml"
+    cfg_file.write_text(small_config(tmp_path).to_yaml())
+    ref = _adapt("run", str(cfg_file), "selection.method=random", "--run-dir", str(tmp_path / "ref"), "--quiet")
+    out, _ = ref.communicate(timeout=600)
+    assert ref.returncode == 0, out
+
+    killed = _adapt("run", str(cfg_file), "selection.method=random", "--run-dir", str(tmp_path / "killed"), "--quiet")
+    state = tmp_path / "killed" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill while round 2 trains
+        if state.is_file():
+            try:
+                s = json.loads(state.read_text())
+            except json.JSONDecodeError:
+                s = {}
+            if s.get("round") == 2 and s.get("phase") == "train":
+                break
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    s = json.loads(state.read_text())
+    assert s["status"] == "running" and "2:train" not in s["finished"]
+
+    resumed = _adapt("run", "--resume", str(tmp_path / "killed"), "--quiet")
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    a = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert comparable(a) == comparable(b)
+    for t in range(6):
+        sa = pd.read_parquet(tmp_path / "ref" / f"rounds/{t}/selection.parquet")
+        sb = pd.read_parquet(tmp_path / "killed" / f"rounds/{t}/selection.parquet")
+        pd.testing.assert_frame_equal(sa, sb)
+
+
+def test_add_dataset_is_ingested_at_the_next_round(tmp_path):
+    from adapt.cli import app
+    from typer.testing import CliRunner
+
+    cfg = small_config(tmp_path, "selection.method=full")
+    run = ContinualRun.create(tmp_path / "run", cfg, progress=False)
+    # keep the first two built-in datasets only, the third arrives later via add-dataset
+    stream = json.loads((tmp_path / "run" / "stream.json").read_text())
+    third = stream["datasets"][2]
+    stream["datasets"] = stream["datasets"][:2]
+    (tmp_path / "run" / "stream.json").write_text(json.dumps(stream))
+    first = run.run()
+    assert len(first["accuracy_matrix"]) == 2 and len(first["tasks"]) == 2
+
+    res = CliRunner().invoke(app, ["add-dataset", str(tmp_path / "run"), third["train"], "--name", "late",
+                                   "--eval", third["eval"], "--metric", third["metric"]])
+    assert res.exit_code == 0, res.output
+    again = ContinualRun.resume(tmp_path / "run", progress=False).run()
+    assert again["tasks"][-1] == "late" and len(again["accuracy_matrix"]) == 3
+    # earlier rounds were evaluated on the new dataset too: the matrix has no holes
+    assert all(v == v for row in again["accuracy_matrix"] for v in row)
+    assert again["accuracy_matrix"][:2] != first["accuracy_matrix"]  # a column was added
+    assert [r[:2] for r in again["accuracy_matrix"][:2]] == first["accuracy_matrix"]
