@@ -38,6 +38,7 @@ class ModelConfig(_Section):
     max_length: int = 512
     system_prompt: str = ""
     attn_implementation: str | None = None
+    cache_dir: str | None = Field(None, description="where built-in models are cached (default ~/.cache/adapt)")
     tiny: TinyModelConfig = TinyModelConfig()
 
 
@@ -46,6 +47,9 @@ class LoraSettings(_Section):
     alpha: int = 32
     dropout: float = 0.0
     target_modules: Union[str, list[str]] = "all-linear"
+    modules_to_save: list[str] | None = Field(
+        None, description="modules trained in full and saved with the adapter (e.g. [lm_head] when answers use new tokens)"
+    )
     first_round: Literal["lora", "full"] = Field(
         "lora", description="'full' trains every weight of the base in round 0 (used to pre-train the tiny model)"
     )

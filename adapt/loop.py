@@ -7,6 +7,7 @@ first unfinished phase and ends with the same metrics.json as an uninterrupted r
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from adapt.evaluation.generation import EvalTask, evaluate_tasks
 from adapt.io import read_json, write_json_atomic, write_text_atomic, write_with_atomic
 from adapt.models.loading import ModelBundle, load_model
 from adapt.models.lora import add_new_adapter, count_trainable, load_adapter
-from adapt.models.tiny import BUILTIN_PREFIX, build_builtin
+from adapt.models.tiny import BUILTIN_PREFIX, build_builtin, builtin_cache_key
 from adapt.selection import SELECTORS, SelectionContext, Selector, resolve_budget
 from adapt.selection.base import phase_seed
 from adapt.training.trainer import get_accelerator, train_round
@@ -139,8 +140,11 @@ class ContinualRun:
     def _base_path(self) -> Path:
         name = self.config.model.name_or_path
         if name.startswith(BUILTIN_PREFIX):
-            return build_builtin(name[len(BUILTIN_PREFIX):], self.run_dir / "base_model",
-                                 self.config.model.tiny, seed=self.config.seed)
+            builtin = name[len(BUILTIN_PREFIX):]
+            m = self.config.model
+            cache = Path(m.cache_dir or os.environ.get("ADAPT_CACHE", Path.home() / ".cache" / "adapt")).expanduser()
+            key = builtin_cache_key(builtin, m.tiny, self.config.seed)
+            return build_builtin(builtin, cache / "builtin" / f"{builtin}-{key}", m.tiny, seed=self.config.seed)
         path = Path(name).expanduser()
         if not path.is_dir():
             raise AdaptError(f"model.name_or_path: {path} is not a local checkpoint folder")
@@ -383,7 +387,7 @@ class ContinualRun:
                       show_lines=False)
         table.add_column("after")
         for k in metrics["tasks"]:
-            table.add_column(k, justify="right")
+            table.add_column(k, justify="right", overflow="fold")
         rounds = self.rounds()
         if metrics["accuracy_before"] is not None:
             table.add_row("base", *(f"{100 * v:.1f}" for v in metrics["accuracy_before"]))

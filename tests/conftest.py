@@ -4,6 +4,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import tempfile  # noqa: E402
+
+# built-in models are cached here, not in the user's ~/.cache/adapt
+os.environ["ADAPT_CACHE"] = tempfile.mkdtemp(prefix="adapt-test-cache-")
 
 from pathlib import Path  # noqa: E402
 

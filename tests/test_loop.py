@@ -57,8 +57,8 @@ def test_run_directory_contract(random_run):
     assert state["status"] == "finished"
     tasks = metrics["tasks"]
     assert len(tasks) == 6 and len(metrics["accuracy_matrix"]) == 6
-    assert (run_dir / "rounds/0/model/model.safetensors").is_file()
-    for t in range(1, 6):
+    # the defaults train a LoRA adapter from round 0 on (lora.first_round=lora)
+    for t in range(0, 6):
         assert (run_dir / f"rounds/{t}/adapter/adapter_model.safetensors").is_file()
     for t in range(6):
         sel = pd.read_parquet(run_dir / f"rounds/{t}/selection.parquet")

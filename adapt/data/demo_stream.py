@@ -213,13 +213,15 @@ def multilingual_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
                 meta={"lang": p["lang"]})
 
 
-def box_text(row: int, col: int) -> str:
-    return f"[{col / 4:.2f}, {row / 4:.2f}, {(col + 1) / 4:.2f}, {(row + 1) / 4:.2f}]"
+def box_text(row: int, col: int, cells: int = 2) -> str:
+    """The box of a grid cell as [x1, y1, x2, y2] in normalised coordinates."""
+    w = 1 / cells
+    return f"[{col * w:.2f}, {row * w:.2f}, {(col + 1) * w:.2f}, {(row + 1) * w:.2f}]"
 
 
 def grounding_proto(rng: np.random.Generator) -> dict[str, Any]:
-    n = int(rng.integers(1, 4))
-    cells = [int(c) for c in rng.permutation(16)[:n]]
+    n = 1 if rng.random() < 0.5 else 2
+    cells = [int(c) for c in rng.permutation(4)[:n]]
     colors = [str(c) for c in rng.permutation(list(COLORS))[:n]]
     shapes = [str(rng.choice(SHAPES)) for _ in range(n)]
     return {"skill": "box", "cells": cells, "colors": colors, "shapes": shapes, "target": int(rng.integers(n)),
@@ -227,15 +229,15 @@ def grounding_proto(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def grounding_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
-    img = canvas(rng)
-    for cell, color, shape in zip(p["cells"], p["colors"], p["shapes"]):
-        r, c = divmod(cell, 4)
-        draw_shape(img, shape, color, c * 8 + 3.5, r * 8 + 3.5, 7.0, rng)
+    """A shape in one quadrant (a 2×2 grid of 16 px cells), maybe a distractor in another."""
+    objs = [(shape, color, *map(float, QUADRANTS[cell]), 12.0)
+            for cell, color, shape in zip(p["cells"], p["colors"], p["shapes"])]
+    img = shapes_image(objs, rng)
     k = p["target"]
-    r, c = divmod(p["cells"][k], 4)
+    r, c = divmod(p["cells"][k], 2)
     desc = f"{p['colors'][k]} {p['shapes'][k]}"
     q = [f"Where is the {desc}? Answer with a bounding box.", f"Give the bounding box of the {desc}."][p["template"]]
-    alts = [box_text(*divmod(x, 4)) for x in range(16)]
+    alts = [box_text(*divmod(x, 2)) for x in range(4)]
     return Item([img], q, box_text(r, c), "box", p["template"], alts, meta={"cell": p["cells"][k]})
 
 
@@ -259,27 +261,26 @@ def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Callable[[np.rando
 
 
 def multi_image_proto(rng: np.random.Generator) -> dict[str, Any]:
-    if rng.random() < 0.5:
-        same = bool(rng.random() < 0.5)
-        c1 = str(rng.choice(list(COLORS)))
-        c2 = c1 if same else str(rng.choice([c for c in COLORS if c != c1]))
-        o1, o2 = one_shape(rng), one_shape(rng)
-        return {"skill": "same_color", "objs": [(o1[0], c1, *o1[2:]), (o2[0], c2, *o2[2:])], "answer": "yes" if same else "no"}
-    target = str(rng.choice(SHAPES))
-    other = str(rng.choice([s for s in SHAPES if s != target]))
-    first = bool(rng.random() < 0.5)
+    c1 = str(rng.choice(list(COLORS)))
+    c2 = str(rng.choice([c for c in COLORS if c != c1]))
     o1, o2 = one_shape(rng), one_shape(rng)
-    s1, s2 = (target, other) if first else (other, target)
-    return {"skill": "which_image", "objs": [(s1, *o1[1:]), (s2, *o2[1:])], "target": target,
-            "answer": "first" if first else "second"}
+    objs = [(o1[0], c1, *o1[2:]), (o2[0], c2, *o2[2:])]
+    if rng.random() < 0.5:
+        first = bool(rng.random() < 0.5)
+        return {"skill": "which_image", "objs": objs, "color": c1 if first else c2,
+                "answer": "first" if first else "second"}
+    second = bool(rng.random() < 0.5)
+    return {"skill": "color_of_image", "objs": objs, "which": "second" if second else "first",
+            "answer": c2 if second else c1}
 
 
 def multi_image_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
     imgs = [shapes_image([o], rng) for o in p["objs"]]
-    if p["skill"] == "same_color":
-        return Item(imgs, "Do the two images show the same color?", p["answer"], "same_color", 0, ["yes", "no"])
-    return Item(imgs, f"Which image shows a {p['target']}, the first or the second?", p["answer"], "which_image", 0,
-                ["first", "second"])
+    if p["skill"] == "which_image":
+        return Item(imgs, f"Which image shows a {p['color']} shape, the first or the second?", p["answer"],
+                    "which_image", 0, ["first", "second"])
+    return Item(imgs, f"What color is the shape in the {p['which']} image?", p["answer"], "color_of_image", 0,
+                list(COLORS))
 
 
 # ---------------------------------------------------------------------------------------- datasets
@@ -303,10 +304,10 @@ def _specs() -> dict[str, DatasetSpec]:
                     knowledge_proto, knowledge_item),
         DatasetSpec("vqa_multilingual", "exact", 800, 80, "colour and shape questions in French, Spanish, German "
                     "(rare: Italian)", multilingual_proto, multilingual_item),
-        DatasetSpec("grounding", "iou", 800, 80, "bounding box of a described shape on a 4×4 grid",
+        DatasetSpec("grounding", "iou", 800, 80, "bounding box of a described shape (one quadrant of the image)",
                     grounding_proto, grounding_item),
         DatasetSpec("reasoning", "numeric", 800, 80, "handwritten digits (scikit-learn): read, or add a number"),
-        DatasetSpec("multi_image", "exact", 600, 80, "two images: same colour? which shows a given shape?",
+        DatasetSpec("multi_image", "exact", 600, 80, "two images: which one shows a colour, what colour is in the first/second",
                     multi_image_proto, multi_image_item),
     ]}
 

@@ -21,6 +21,7 @@ def add_new_adapter(model: Any, settings: LoraSettings) -> Any:
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=_target_modules(settings),
+        modules_to_save=settings.modules_to_save,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
