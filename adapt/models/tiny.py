@@ -40,6 +40,19 @@ def _image_processor_class(name: str):
     return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
 
 
+def _instantiate_and_save(model_cls, cfg, out: Path, seed: int, tok, image_processor=None) -> Path:
+    """Random weights from ``cfg`` (seeded), generation ids from the tokenizer, all saved to ``out``."""
+    torch.manual_seed(seed)
+    model = model_cls(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    if image_processor is not None:
+        image_processor.save_pretrained(out)
+    return out
+
+
 def build_tiny_llava(out_dir: str | Path, sizes: TinyModelConfig | None = None, seed: int = 0) -> Path:
     """Save a tiny ``LlavaForConditionalGeneration`` (CLIP vision + Llama) with its processor parts."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
@@ -70,14 +83,7 @@ def build_tiny_llava(out_dir: str | Path, sizes: TinyModelConfig | None = None, 
         image_seq_length=(s.image_size // s.patch_size) ** 2, vision_feature_layer=-1,
         vision_feature_select_strategy="default",
     )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(cfg)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    ip.save_pretrained(out)
-    return out
+    return _instantiate_and_save(LlavaForConditionalGeneration, cfg, out, seed, tok, ip)
 
 
 def build_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0) -> Path:
@@ -106,14 +112,7 @@ def build_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0) -> Path:
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(cfg)
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    ip.save_pretrained(out)
-    return out
+    return _instantiate_and_save(Qwen2VLForConditionalGeneration, cfg, out, seed, tok, ip)
 
 
 def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> Path:
@@ -127,12 +126,7 @@ def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> Path:
         num_key_value_heads=4, max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return _instantiate_and_save(LlamaForCausalLM, cfg, out, seed, tok)
 
 
 def builtin_cache_key(name: str, sizes: TinyModelConfig | None, seed: int) -> str:

@@ -1,0 +1,47 @@
+"""The command line: clear one-line errors and non-zero exits on bad input."""
+
+import json
+
+from typer.testing import CliRunner
+
+from adapt.cli import app
+
+runner = CliRunner()
+
+
+def test_unknown_config_key_exits_non_zero_naming_key_and_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("training:\n  learning_rate: 0.1\n")
+    res = runner.invoke(app, ["run", str(cfg), "--run-dir", str(tmp_path / "run")])
+    assert res.exit_code == 1
+    assert "training.learning_rate" in res.output and "c.yaml" in res.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_add_dataset_rejects_a_bad_dataset_and_keeps_the_stream(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stream = {"datasets": [{"name": "a", "train": "/x/a.json", "eval": None, "metric": "exact", "task": None,
+                            "image_root": None}]}
+    (run / "stream.json").write_text(json.dumps(stream))
+    before = (run / "stream.json").read_bytes()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "q1", "conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "x"}]}\n')
+    res = runner.invoke(app, ["add-dataset", str(run), str(bad), "--name", "b"])
+    assert res.exit_code == 1
+    assert str(bad) in res.output and "q1" in res.output and "unknown role" in res.output
+    assert (run / "stream.json").read_bytes() == before
+    res = runner.invoke(app, ["add-dataset", str(run), str(bad), "--name", "a"])
+    assert res.exit_code == 1 and "already has a dataset named 'a'" in res.output
+
+
+def test_resume_of_a_missing_run_is_an_error(tmp_path):
+    res = runner.invoke(app, ["run", "--resume", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "not a run directory" in res.output
+
+
+def test_demo_data_writes_the_stream(tmp_path):
+    res = runner.invoke(app, ["demo-data", str(tmp_path / "d"), "--scale", "0.02"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "d" / "stream.json").read_text())
+    assert len(meta["datasets"]) == 6 and meta["scale"] == 0.02
