@@ -8,76 +8,124 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from adapt.data.demo_stream import DEMO_DATASETS, write_demo_stream
+from adapt.data.demo_stream import DEMO_DATASETS, STREAMS, write_demo_stream
 from adapt.data.readers import read_dataset
+
+SCALE = 0.1
 
 
 def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` -> its sha256."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def load(root: Path, name: str, split: str) -> list[dict[str, Any]]:
+    return json.loads((root / name / f"{split}.json").read_text(encoding="utf-8"))
+
+
+def image_paths(rec: dict[str, Any]) -> list[str]:
+    if "image" in rec:
+        return [rec["image"]]
+    return list(rec.get("images", []))
+
+
 @pytest.fixture(scope="module")
-def stream(tmp_path_factory):
+def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
-    write_demo_stream(root / "a", seed=0, scale=0.1, progress=False)
+    manifest = write_demo_stream(root / "a", seed=0, scale=SCALE, progress=False)
+    assert manifest == root / "a" / "stream.json"
     return root / "a"
 
 
-def test_same_seed_same_bytes_other_seed_differs(stream, tmp_path):
-    write_demo_stream(tmp_path / "b", seed=0, scale=0.1, progress=False)
+def test_same_seed_same_bytes_other_seed_differs(stream: Path, tmp_path: Path) -> None:
+    write_demo_stream(tmp_path / "b", seed=0, scale=SCALE, progress=False)
     assert tree(tmp_path / "b") == tree(stream)
-    write_demo_stream(tmp_path / "c", seed=1, scale=0.1, progress=False)
+    write_demo_stream(tmp_path / "c", seed=1, scale=SCALE, progress=False)
     assert tree(tmp_path / "c") != tree(stream)
 
 
-def test_layout(stream):
+def test_rewrite_at_another_scale_leaves_no_stale_files(stream: Path, tmp_path: Path) -> None:
+    write_demo_stream(tmp_path, seed=0, scale=2 * SCALE, progress=False)
+    write_demo_stream(tmp_path, seed=0, scale=SCALE, progress=False)
+    assert tree(tmp_path) == tree(stream)
+
+
+def test_manifest(stream: Path) -> None:
     meta = json.loads((stream / "stream.json").read_text())
-    assert [d["name"] for d in meta["datasets"]] == DEMO_DATASETS
-    assert {d["metric"] for d in meta["datasets"]} == {"exact", "numeric", "iou"}
+    assert (meta["name"], meta["seed"], meta["scale"]) == ("default", 0, SCALE)
+    assert [d["name"] for d in meta["datasets"]] == DEMO_DATASETS == STREAMS["default"]
+    metrics = {d["name"]: d["metric"] for d in meta["datasets"]}
+    assert metrics == {"vqa_general": "exact", "vqa_knowledge": "exact", "vqa_multilingual": "exact",
+                       "grounding": "iou", "reasoning": "numeric", "multi_image": "exact"}
     for d in meta["datasets"]:
-        ids = {}
+        assert d["task"] == d["name"] and d["description"]
         for split in ("train", "eval"):
-            records = json.loads((stream / d[split]).read_text())
-            samples = read_dataset(stream / d[split], d["name"])  # validates roles, placeholders, images
-            assert len(samples) == len(records)
-            ids[split] = {r["id"] for r in records}
-            assert len(ids[split]) == len(records)
-            for s in samples:
-                for p in s.images:
-                    with Image.open(p) as im:
-                        assert im.size == (32, 32) and im.mode == "RGB"
-        assert not ids["train"] & ids["eval"]
+            assert not Path(d[split]).is_absolute() and (stream / d[split]).is_file()
+    sizes = {d["name"]: len(load(stream, d["name"], "train")) for d in meta["datasets"]}
+    assert sizes == {"vqa_general": 240, "vqa_knowledge": 80, "vqa_multilingual": 80, "grounding": 80,
+                     "reasoning": 80, "multi_image": 60}
 
 
-def test_selection_relevant_properties(stream):
-    train = json.loads((stream / "vqa_general/train.json").read_text())
+@pytest.mark.parametrize("name", DEMO_DATASETS)
+def test_records_are_valid_llava(stream: Path, name: str) -> None:
+    ids: dict[str, set[str]] = {}
+    images: dict[str, set[str]] = {}
+    for split in ("train", "eval"):
+        records = load(stream, name, split)
+        ids[split] = {r["id"] for r in records}
+        assert len(ids[split]) == len(records)
+        images[split] = set()
+        for r in records:
+            conv = r["conversations"]
+            assert len(conv) >= 2 and len(conv) % 2 == 0
+            assert [t["from"] for t in conv] == ["human", "gpt"] * (len(conv) // 2)
+            paths = image_paths(r)
+            assert conv[0]["value"].count("<image>") == len(paths)
+            assert set(r["meta"]) >= {"skill", "template", "noisy", "needs_image", "rare", "dup_group"}
+            for p in paths:
+                with Image.open(stream / name / p) as im:
+                    assert im.size == (32, 32) and im.mode == "RGB"
+            images[split].update(paths)
+        assert len(read_dataset(stream / name / f"{split}.json", name)) == len(records)  # the project's reader
+    assert not ids["train"] & ids["eval"]
+    assert not images["train"] & images["eval"]
+
+
+def test_selection_relevant_properties(stream: Path) -> None:
+    train = load(stream, "vqa_general", "train")
     noisy = sum(r["meta"]["noisy"] for r in train) / len(train)
-    assert 0.0 < noisy < 0.08
-    assert any(r["meta"]["rare"] for r in train)
-    assert any(not r["meta"]["needs_image"] and "image" not in r for r in train)
+    assert 0.01 <= noisy <= 0.06
+    assert any(r["meta"]["rare"] and r["meta"]["skill"] == "position" for r in train)
+    text_only = [r for r in train if not r["meta"]["needs_image"]]
+    assert text_only and all("image" not in r and "<image>" not in r["conversations"][0]["value"] for r in text_only)
     groups = Counter(r["meta"]["dup_group"] for r in train)
-    assert max(groups.values()) > 1  # near-duplicates
+    assert 0.3 < 1 - len(groups) / len(train) < 0.7  # about half are near-duplicates
+    assert any(r["meta"]["rare"] for r in load(stream, "vqa_multilingual", "train"))
     for name in DEMO_DATASETS:
-        ev = json.loads((stream / name / "eval.json").read_text())
-        assert not any(r["meta"]["noisy"] for r in ev)
+        assert not any(r["meta"]["noisy"] for r in load(stream, name, "eval"))
 
 
-def test_answers_match_their_metric(stream):
-    for r in json.loads((stream / "grounding/train.json").read_text()):
-        nums = [float(x) for x in re.findall(r"[\d.]+", r["conversations"][1]["value"])]
-        assert len(nums) == 4 and all(0 <= x <= 1 for x in nums) and nums[0] < nums[2] and nums[1] < nums[3]
-    for r in json.loads((stream / "reasoning/eval.json").read_text()):
-        m = r["meta"]
-        assert int(r["conversations"][1]["value"]) == m["digit"] + m["addend"]
-    multi = json.loads((stream / "multi_image/train.json").read_text())  # two images each
+def test_answers_match_their_metric(stream: Path) -> None:
+    for split in ("train", "eval"):
+        for r in load(stream, "grounding", split):
+            nums = [float(x) for x in re.findall(r"[\d.]+", r["conversations"][1]["value"])]
+            assert len(nums) == 4 and all(0 <= x <= 1 for x in nums) and nums[0] < nums[2] and nums[1] < nums[3]
+        for r in load(stream, "reasoning", split):
+            m = r["meta"]
+            answer = int(r["conversations"][1]["value"])
+            assert (answer == m["digit"] + m["addend"]) != m["noisy"]
+    digit_images = {s: {r["meta"]["digit_index"] for r in load(stream, "reasoning", s)} for s in ("train", "eval")}
+    assert not digit_images["train"] & digit_images["eval"]  # real digits split disjointly
+    multi = load(stream, "multi_image", "train")
     assert all(len(r["images"]) == 2 for r in multi)
 
 
-def test_unknown_stream_is_an_error(tmp_path):
+def test_unknown_stream_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="known: default"):
         write_demo_stream(tmp_path, stream="nope")

@@ -39,11 +39,13 @@ def canvas(rng: np.random.Generator) -> Image.Image:
 
 
 def jitter_color(rgb: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, int, int]:
+    """The colour with ±12 of noise per channel (near-duplicates stay near, not identical)."""
     return tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in rgb)  # type: ignore[return-value]
 
 
 def draw_shape(img: Image.Image, shape: str, color: str, cx: float, cy: float, size: float,
                rng: np.random.Generator) -> None:
+    """Draw one filled shape of side/diameter ``size`` centred at (cx, cy)."""
     d = ImageDraw.Draw(img)
     h = size / 2
     fill = jitter_color(COLORS[color], rng)
@@ -64,6 +66,7 @@ def shapes_image(objs: list[tuple[str, str, float, float, float]], rng: np.rando
 
 
 def flag_image(colors: tuple[str, str, str], vertical: bool, rng: np.random.Generator) -> Image.Image:
+    """A 28×20 flag of three vertical or horizontal stripes, ±1 px of jitter."""
     img = canvas(rng)
     d = ImageDraw.Draw(img)
     x0, y0 = 2 + rng.integers(-1, 2), 6 + rng.integers(-1, 2)
@@ -104,14 +107,17 @@ class Item:
 
 
 Proto = Callable[[np.random.Generator], dict[str, Any]]
+ItemFn = Callable[[dict[str, Any], np.random.Generator], Item]
 
 
 def one_shape(rng: np.random.Generator) -> tuple[str, str, float, float, float]:
+    """A random (shape, color, cx, cy, size) near the centre, 11–14 px."""
     return (str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), 16 + rng.integers(-5, 6),
             16 + rng.integers(-5, 6), float(rng.integers(11, 15)))
 
 
 QUADRANTS = [(9, 9), (23, 9), (9, 23), (23, 23)]
+QUADRANT_WORDS = ["top left", "top right", "bottom left", "bottom right"]
 TEXT_FACTS = [
     ("What color is a ripe banana?", "yellow"), ("What color is grass?", "green"),
     ("What color is the sky on a clear day?", "blue"), ("What color is a ripe tomato?", "red"),
@@ -120,6 +126,7 @@ TEXT_FACTS = [
 
 
 def general_proto(rng: np.random.Generator) -> dict[str, Any]:
+    """5% text-only facts, 3% rare top/bottom, the rest colour / shape / count in 3 phrasings."""
     r = rng.random()
     if r < 0.05:
         return {"skill": "text_fact", "fact": int(rng.integers(len(TEXT_FACTS)))}
@@ -127,7 +134,11 @@ def general_proto(rng: np.random.Generator) -> dict[str, Any]:
         s = one_shape(rng)
         top = bool(rng.random() < 0.5)
         return {"skill": "position", "objs": [(s[0], s[1], s[2], 8.0 if top else 24.0, 10.0)], "top": top}
-    skill = ["color", "shape", "count"][int(rng.integers(3))]
+    skill = ["color", "shape", "count", "where"][int(rng.choice(4, p=[0.28, 0.28, 0.28, 0.16]))]
+    if skill == "where":
+        cell = int(rng.integers(4))
+        return {"skill": skill, "cell": cell, "template": int(rng.integers(2)),
+                "objs": [(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), *map(float, QUADRANTS[cell]), 12.0)]}
     if skill == "count":
         n = int(rng.integers(1, 4))
         cells = rng.permutation(4)[:n]
@@ -137,6 +148,7 @@ def general_proto(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def general_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    """Render a general-VQA prototype (a fresh jitter each call)."""
     skill = p["skill"]
     if skill == "text_fact":
         q, a = TEXT_FACTS[p["fact"]]
@@ -146,6 +158,9 @@ def general_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
         return Item([img], "Is the shape in the top or bottom half?", "top" if p["top"] else "bottom", skill, 0,
                     ["top", "bottom"], rare=True)
     t = p["template"]
+    if skill == "where":
+        q = ["Where is the shape?", "In which corner is the shape?"][t]
+        return Item([img], q, QUADRANT_WORDS[p["cell"]], skill, t, list(QUADRANT_WORDS))
     if skill == "color":
         q = ["What color is the shape?", "What is the color of the object?", "Which color is shown?"][t]
         return Item([img], q, p["objs"][0][1], skill, t, list(COLORS))
@@ -167,12 +182,14 @@ FRUITS = {"red": "apple", "yellow": "banana", "orange": "orange", "green": "lime
 
 
 def knowledge_proto(rng: np.random.Generator) -> dict[str, Any]:
+    """70% flags of countries, 30% fruit of a colour."""
     if rng.random() < 0.7:
         return {"skill": "flag", "country": str(rng.choice(list(FLAGS))), "template": int(rng.integers(3))}
     return {"skill": "fruit", "obj": one_shape(rng), "template": int(rng.integers(2))}
 
 
 def knowledge_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    """Render a knowledge prototype."""
     t = p["template"]
     if p["skill"] == "flag":
         colors, vertical = FLAGS[p["country"]]
@@ -197,11 +214,13 @@ LANGS: dict[str, dict[str, Any]] = {
 
 
 def multilingual_proto(rng: np.random.Generator) -> dict[str, Any]:
+    """French / Spanish / German, 5% rare Italian; colour or shape of one shape."""
     lang = "it" if rng.random() < 0.05 else str(rng.choice(["fr", "es", "de"]))
     return {"skill": "color" if rng.random() < 0.5 else "shape", "lang": lang, "obj": one_shape(rng)}
 
 
 def multilingual_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    """Render a multilingual prototype; the answer is in the question's language."""
     L = LANGS[p["lang"]]
     shape, color = p["obj"][0], p["obj"][1]
     img = shapes_image([p["obj"]], rng)
@@ -220,6 +239,7 @@ def box_text(row: int, col: int, cells: int = 2) -> str:
 
 
 def grounding_proto(rng: np.random.Generator) -> dict[str, Any]:
+    """One or two shapes of distinct colours in distinct quadrants; one of them is asked for."""
     n = 1 if rng.random() < 0.5 else 2
     cells = [int(c) for c in rng.permutation(4)[:n]]
     colors = [str(c) for c in rng.permutation(list(COLORS))[:n]]
@@ -241,7 +261,10 @@ def grounding_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
     return Item([img], q, box_text(r, c), "box", p["template"], alts, meta={"cell": p["cells"][k]})
 
 
-def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Callable[[np.random.Generator], dict[str, Any]]:
+def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Proto:
+    """A prototype maker over the digit images in ``pool`` (train and eval pools are disjoint);
+    the item renderer hangs on it as ``.item``."""
+
     def proto(rng: np.random.Generator) -> dict[str, Any]:
         idx = int(rng.choice(pool))
         addend = 0 if rng.random() < 0.4 else int(rng.integers(1, 4))
@@ -250,7 +273,7 @@ def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Callable[[np.rando
 
     def item(p: dict[str, Any], rng: np.random.Generator) -> Item:
         img = digit_image(digits.images[p["index"]], rng)
-        meta = {"digit": p["digit"], "addend": p["addend"]}
+        meta = {"digit": p["digit"], "addend": p["addend"], "digit_index": p["index"]}
         if p["addend"] == 0:
             return Item([img], "What digit is written?", str(p["digit"]), "ocr", 0, [str(i) for i in range(10)], meta=meta)
         return Item([img], f"What is the digit plus {p['addend']}?", str(p["digit"] + p["addend"]), "add", p["addend"],
@@ -261,6 +284,7 @@ def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Callable[[np.rando
 
 
 def multi_image_proto(rng: np.random.Generator) -> dict[str, Any]:
+    """Two one-shape images of different colours: which one shows a colour / what colour is in one."""
     c1 = str(rng.choice(list(COLORS)))
     c2 = str(rng.choice([c for c in COLORS if c != c1]))
     o1, o2 = one_shape(rng), one_shape(rng)
@@ -275,6 +299,7 @@ def multi_image_proto(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def multi_image_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
+    """Render both images of a multi-image prototype."""
     imgs = [shapes_image([o], rng) for o in p["objs"]]
     if p["skill"] == "which_image":
         return Item(imgs, f"Which image shows a {p['color']} shape, the first or the second?", p["answer"],
@@ -286,20 +311,23 @@ def multi_image_item(p: dict[str, Any], rng: np.random.Generator) -> Item:
 # ---------------------------------------------------------------------------------------- datasets
 @dataclass
 class DatasetSpec:
+    """One dataset of the stream: name, metric, sizes (train at scale 1.0) and its generator."""
+
     name: str
     metric: str
     train_size: int
     eval_size: int
     description: str
-    proto: Callable[[np.random.Generator], dict[str, Any]] | None = None
-    item: Callable[[dict[str, Any], np.random.Generator], Item] | None = None
+    proto: Proto | None = None
+    item: ItemFn | None = None
     dup_rate: float = 0.4
 
 
 def _specs() -> dict[str, DatasetSpec]:
+    """The six datasets, in the default order."""
     return {s.name: s for s in [
-        DatasetSpec("vqa_general", "exact", 2400, 120, "general VQA: colour, shape, count; rare: position; some "
-                    "text-only facts", general_proto, general_item, dup_rate=0.5),
+        DatasetSpec("vqa_general", "exact", 2400, 120, "general VQA: colour, shape, count, where (corner); rare: "
+                    "top/bottom; some text-only facts", general_proto, general_item, dup_rate=0.5),
         DatasetSpec("vqa_knowledge", "exact", 800, 80, "knowledge VQA: flags of countries, fruits of a colour",
                     knowledge_proto, knowledge_item),
         DatasetSpec("vqa_multilingual", "exact", 800, 80, "colour and shape questions in French, Spanish, German "
@@ -317,7 +345,7 @@ STREAMS: dict[str, list[str]] = {"default": DEMO_DATASETS}
 
 
 def _items(spec: DatasetSpec, n: int, rng: np.random.Generator, split: str,
-           proto: Callable, item: Callable) -> list[tuple[Item, int, bool]]:
+           proto: Proto, item: ItemFn) -> list[tuple[Item, int, bool]]:
     """n items; a share of them near-duplicates of earlier prototypes; label noise on train only."""
     protos: list[dict[str, Any]] = []
     out = []
@@ -338,7 +366,8 @@ def _items(spec: DatasetSpec, n: int, rng: np.random.Generator, split: str,
 
 
 def _write_split(spec: DatasetSpec, out: Path, split: str, n: int, rng: np.random.Generator,
-                 proto: Callable, item: Callable) -> None:
+                 proto: Proto, item: ItemFn, bar: Any) -> None:
+    """Write ``out/<split>.json`` and its PNGs (paths relative to ``out``)."""
     records = []
     for i, (it, group, noisy) in enumerate(_items(spec, n, rng, split, proto, item)):
         sid = f"{spec.name}-{split}-{i:06d}"
@@ -357,12 +386,28 @@ def _write_split(spec: DatasetSpec, out: Path, split: str, n: int, rng: np.rando
         rec["meta"] = {"skill": it.skill, "template": it.template, "noisy": noisy, "needs_image": it.needs_image,
                        "rare": it.rare, "dup_group": group, **it.meta}
         records.append(rec)
+        bar.update(1)
     (out / f"{split}.json").write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def _clear_images(folder: Path, name: str) -> None:
+    """Remove PNGs of an earlier write (maybe at another scale), so the folder holds this write only."""
+    for old in sorted((folder / "images").glob(f"{name}-*.png")):
+        old.unlink()
+
+
+def _split_size(spec: DatasetSpec, split: str, scale: float) -> int:
+    """Train scales (rounded, at least 8); eval is fixed."""
+    return max(8, int(round(spec.train_size * scale))) if split == "train" else spec.eval_size
 
 
 def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default", scale: float = 1.0,
                       progress: bool = True) -> Path:
-    """Write the stream into ``out_dir`` and return the path of ``out_dir/stream.json``."""
+    """Write the stream into ``out_dir`` and return the path of ``out_dir/stream.json``.
+
+    Deterministic: the same ``seed``/``stream``/``scale`` give byte-identical files (one
+    ``default_rng`` per dataset and split, no global RNG). ``scale`` multiplies train sizes only.
+    """
     if stream not in STREAMS:
         raise ValueError(f"unknown built-in stream {stream!r}; known: {', '.join(STREAMS)}")
     from sklearn.datasets import load_digits
@@ -374,21 +419,27 @@ def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default
     digit_pools = {"train": order[:1400], "eval": order[1400:]}
     entries = []
     names = STREAMS[stream]
-    for d_index, name in enumerate(tqdm(names, desc="demo data", disable=not progress, leave=False)):
+    total = sum(_split_size(specs[n], s, scale) for n in names for s in ("train", "eval"))
+    bar = tqdm(total=total, desc="demo data", unit="sample", disable=not progress)
+    for name in names:
         spec = specs[name]
+        d_index = DEMO_DATASETS.index(name)  # seeds follow the dataset, not its place in the stream
+        bar.set_postfix_str(name)
         folder = out_dir / name
         (folder / "images").mkdir(parents=True, exist_ok=True)
+        _clear_images(folder, name)
         for s_index, split in enumerate(("train", "eval")):
-            n = max(8, int(round(spec.train_size * scale))) if split == "train" else spec.eval_size
+            n = _split_size(spec, split, scale)
             rng = np.random.default_rng([seed, d_index, s_index])
             if name == "reasoning":
                 proto = reasoning_proto_factory(digits, digit_pools[split])
                 item = proto.item  # type: ignore[attr-defined]
             else:
                 proto, item = spec.proto, spec.item
-            _write_split(spec, folder, split, n, rng, proto, item)
+            _write_split(spec, folder, split, n, rng, proto, item, bar)
         entries.append({"name": name, "task": name, "metric": spec.metric, "train": f"{name}/train.json",
                         "eval": f"{name}/eval.json", "description": spec.description})
+    bar.close()
     manifest = out_dir / "stream.json"
     manifest.write_text(json.dumps({"name": stream, "seed": seed, "scale": scale, "datasets": entries}, indent=1) + "\n")
     return manifest

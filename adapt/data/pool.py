@@ -1,8 +1,34 @@
-"""The DataPool: every sample a run has seen, persisted in RUN_DIR/pool (Parquet + a manifest).
+"""The DataPool: every sample a run has seen, persisted in ``RUN_DIR/pool``.
 
-Ingest appends a dataset atomically (the new table is written to a temp file and renamed; the
-manifest follows). Pruned samples are tombstoned (status, round, reason) and never come back.
-``samples.parquet`` is the source of truth; the manifest is rebuilt from it if the two disagree.
+On disk (format version 1)::
+
+    pool/samples.parquet   one row per sample ever ingested, in ingestion order:
+                           uid str, dataset str, task str, round_added int32,
+                           status str ("active" | "pruned"), pruned_round int32 (null while active),
+                           pruned_reason str (null while active), record str (Sample.to_json())
+                           + schema metadata b"adapt_pool": {"version": 1, "datasets": [...]}
+    pool/manifest.json     {"version": 1,
+                            "datasets": [{"name", "source", "task", "round_added", "num_samples",
+                                          "fingerprint"}, ...],   (ingestion order)
+                            "num_samples", "num_active"}
+
+``samples.parquet`` is the source of truth: it carries the dataset entries in its schema metadata,
+and the manifest is a readable copy. Every write replaces the Parquet file atomically (temp file
++ fsync + rename), then the manifest likewise; if a crash falls between the two renames, the next
+open sees that they disagree and rewrites the manifest from the Parquet file.
+
+Rules:
+
+- ``ingest`` is all or nothing: a failure leaves both files byte-identical.
+- A dataset name is ingested once. Ingesting it again with the same content (same fingerprint: a
+  sha256 over its samples' ``to_json()``, in order) is a no-op returning 0, so a resumed ingest is
+  idempotent; different content under the same name is a :class:`DataError`. uids are unique
+  across the pool.
+- Pruning tombstones a sample for good (status, round, reason); it never becomes active again.
+
+Only the metadata columns are held in memory; the ``record`` column is read when samples or a
+rewrite need it. The in-memory copy is reloaded when the files change on disk. One process writes
+a pool at a time.
 """
 
 from __future__ import annotations
@@ -13,13 +39,23 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from adapt.data.sample import Sample
 from adapt.errors import AdaptError, DataError
-from adapt.io import read_json, write_json_atomic, write_with_atomic
+from adapt.io import write_json_atomic, write_with_atomic
+
+__all__ = ["ACTIVE", "PRUNED", "SCHEMA", "DataPool", "UnknownUidError", "fingerprint", "fingerprint_records"]
+
+FORMAT_VERSION = 1
+ACTIVE, PRUNED = "active", "pruned"
+STATUSES = (ACTIVE, PRUNED)
+META_KEY = b"adapt_pool"
+SAMPLES_FILE, MANIFEST_FILE = "samples.parquet", "manifest.json"
 
 SCHEMA = pa.schema([
     ("uid", pa.string()),
@@ -31,176 +67,376 @@ SCHEMA = pa.schema([
     ("pruned_reason", pa.string()),
     ("record", pa.string()),
 ])
-ACTIVE, PRUNED = "active", "pruned"
+META_COLUMNS = [f.name for f in SCHEMA if f.name != "record"]
+COLUMNS = SCHEMA.names
 
 
-def fingerprint(samples: Sequence[Sample]) -> str:
-    """sha256 over the samples' serialised records, in order."""
+class UnknownUidError(AdaptError, KeyError):
+    """A uid that the pool does not hold."""
+
+    __str__ = AdaptError.__str__  # not KeyError's repr() of the message
+
+
+def fingerprint_records(records: Iterable[str]) -> str:
+    """sha256 over serialised records (``Sample.to_json()``), in order, each followed by ``\\n``."""
     h = hashlib.sha256()
-    for s in samples:
-        h.update(s.to_json().encode("utf-8"))
+    for r in records:
+        h.update(r.encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
 
 
+def fingerprint(samples: Sequence[Sample]) -> str:
+    """The fingerprint of a dataset: sha256 over its samples' ``to_json()``, in order."""
+    return fingerprint_records(s.to_json() for s in samples)
+
+
+def _empty_manifest() -> dict[str, Any]:
+    return {"version": FORMAT_VERSION, "datasets": [], "num_samples": 0, "num_active": 0}
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class DataPool:
-    """The persistent pool of a run (see module docstring)."""
+    """The persistent pool of a run: ``RUN_DIR/pool`` (see the module docstring for the format).
+
+    Args:
+        root: the pool folder. An existing pool is opened; a missing folder is an empty pool,
+            created on the first write.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._table: pd.DataFrame | None = None
-        self._manifest: dict[str, Any] | None = None
+        self._signature: tuple[Any, Any] | None = None
+        self._meta: pa.Table = SCHEMA.empty_table().drop_columns(["record"])
+        self._records: pa.ChunkedArray | None = None
+        self._manifest: dict[str, Any] = _empty_manifest()
+        self._df: pd.DataFrame | None = None  # pandas view of _meta, built on demand
+        self._refresh()
+
+    def __repr__(self) -> str:
+        return f"DataPool({str(self.root)!r}, active={len(self)}, total={self.num_total()})"
 
     @property
     def samples_path(self) -> Path:
-        return self.root / "samples.parquet"
+        return self.root / SAMPLES_FILE
 
     @property
     def manifest_path(self) -> Path:
-        return self.root / "manifest.json"
+        return self.root / MANIFEST_FILE
 
-    # ------------------------------------------------------------------ loading
-    def _load(self) -> pd.DataFrame:
-        if self._table is None:
-            if self.samples_path.is_file():
-                self._table = pq.read_table(self.samples_path).to_pandas()
+    # ------------------------------------------------------------------------------ loading
+    def _disk_signature(self) -> tuple[Any, Any]:
+        return (_file_signature(self.samples_path), _file_signature(self.manifest_path))
+
+    def _refresh(self) -> None:
+        """(Re)load from disk when the files changed since we last read or wrote them."""
+        sig = self._disk_signature()
+        if sig == self._signature:
+            return
+        meta, stored = self._read_meta()
+        self._meta, self._records, self._df = meta, None, None
+        manifest = self._expected_manifest(meta, stored)
+        on_disk = self._read_manifest()
+        if on_disk != manifest and (sig[0] is not None or on_disk is not None):
+            self._repair_manifest(manifest)
+        self._manifest = manifest
+        self._signature = self._disk_signature()
+
+    def _read_meta(self) -> tuple[pa.Table, dict[str, Any] | None]:
+        """The metadata columns and the stored dataset entries (None when the file has none)."""
+        if not self.samples_path.is_file():
+            return SCHEMA.empty_table().drop_columns(["record"]), {"version": FORMAT_VERSION, "datasets": []}
+        try:
+            pf = pq.ParquetFile(self.samples_path)
+            names = pf.schema_arrow.names
+            missing = [c for c in COLUMNS if c not in names]
+            if missing:
+                raise AdaptError(f"{self.samples_path}: not a pool file, missing columns {missing}")
+            meta = pf.read(columns=META_COLUMNS).cast(pa.schema([SCHEMA.field(c) for c in META_COLUMNS]))
+            raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
+        except AdaptError:
+            raise
+        except Exception as exc:  # pyarrow raises several types for broken files
+            raise AdaptError(f"{self.samples_path}: cannot read the pool: {exc}") from None
+        stored = json.loads(raw) if raw else None
+        if stored is not None and stored.get("version") != FORMAT_VERSION:
+            raise AdaptError(f"{self.samples_path}: pool format version {stored.get('version')} "
+                             f"is not supported (this adapt reads version {FORMAT_VERSION})")
+        bad = pc.invert(pc.is_in(meta["status"], value_set=pa.array(STATUSES))).to_numpy(zero_copy_only=False)
+        if bad.any():
+            raise AdaptError(f"{self.samples_path}: bad status {meta['status'][int(np.argmax(bad))]} "
+                             f"(allowed: {', '.join(STATUSES)})")
+        return meta.combine_chunks(), stored
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def _expected_manifest(self, meta: pa.Table, stored: dict[str, Any] | None) -> dict[str, Any]:
+        """The manifest that the Parquet file implies (it is the source of truth)."""
+        names = pc.unique(meta["dataset"]).to_pylist()  # first-appearance order = ingestion order
+        counts = dict(zip(*[c.to_pylist() for c in pc.value_counts(meta["dataset"]).flatten()]))
+        entries = {d["name"]: d for d in (stored or {}).get("datasets", [])}
+        if set(entries) != set(names):
+            entries = self._entries_from_rows(meta, names, (self._read_manifest() or {}).get("datasets", []))
+        order = [d["name"] for d in (stored or {}).get("datasets", [])]
+        if sorted(order) != sorted(names):
+            order = names
+        datasets = [dict(entries[n], num_samples=int(counts.get(n, 0))) for n in order]
+        num_active = int(pc.sum(pc.equal(meta["status"], ACTIVE)).as_py() or 0)
+        return {"version": FORMAT_VERSION, "datasets": datasets, "num_samples": meta.num_rows,
+                "num_active": num_active}
+
+    def _entries_from_rows(self, meta: pa.Table, names: list[str], hints: list[dict[str, Any]]) -> dict[str, Any]:
+        """Dataset entries recomputed from the rows (a pool file without our metadata)."""
+        known = {d.get("name"): d for d in hints if isinstance(d, dict)}
+        records = self._read_records()
+        out = {}
+        for name in names:
+            idx = pc.indices_nonzero(pc.equal(meta["dataset"], name))
+            first = int(idx[0].as_py())
+            out[name] = {
+                "name": name, "source": str(known.get(name, {}).get("source", "")),
+                "task": meta["task"][first].as_py(), "round_added": int(meta["round_added"][first].as_py()),
+                "num_samples": len(idx), "fingerprint": fingerprint_records(records.take(idx).to_pylist()),
+            }
+        return out
+
+    def _repair_manifest(self, manifest: dict[str, Any]) -> None:
+        try:
+            write_json_atomic(self.manifest_path, manifest)
+        except OSError:  # a read-only run folder: the in-memory manifest is right anyway
+            pass
+
+    def _read_records(self) -> pa.ChunkedArray:
+        if self._records is None:
+            if not self.samples_path.is_file():
+                self._records = pa.chunked_array([], type=pa.string())
             else:
-                self._table = SCHEMA.empty_table().to_pandas()
-        return self._table
+                self._records = pq.read_table(self.samples_path, columns=["record"])["record"]
+            if len(self._records) != self._meta.num_rows:
+                raise AdaptError(f"{self.samples_path}: changed while being read; open the pool again")
+        return self._records
 
-    def _load_manifest(self) -> dict[str, Any]:
-        if self._manifest is None:
-            table = self._load()
-            manifest = read_json(self.manifest_path) if self.manifest_path.is_file() else None
-            if manifest is None or not self._consistent(manifest, table):
-                manifest = self._rebuild_manifest(table, manifest)
-            self._manifest = manifest
-        return self._manifest
+    def _frame(self) -> pd.DataFrame:
+        if self._df is None:
+            df = self._meta.drop_columns(["pruned_round"]).to_pandas()
+            pr = self._meta["pruned_round"]
+            df.insert(META_COLUMNS.index("pruned_round"), "pruned_round", pd.arrays.IntegerArray(
+                pr.fill_null(0).to_numpy().astype(np.int32), pr.is_null().to_numpy(zero_copy_only=False)))
+            self._df = df
+        return self._df
 
-    @staticmethod
-    def _consistent(manifest: dict[str, Any], table: pd.DataFrame) -> bool:
-        counts = table["dataset"].value_counts().to_dict()
-        listed = {d["name"]: d["num_samples"] for d in manifest.get("datasets", [])}
-        return (listed == counts and manifest.get("num_samples") == len(table)
-                and manifest.get("num_active") == int((table["status"] == ACTIVE).sum()))
-
-    def _rebuild_manifest(self, table: pd.DataFrame, old: dict[str, Any] | None) -> dict[str, Any]:
-        """The manifest from the table (after a crash between the two renames)."""
-        known = {d["name"]: d for d in (old or {}).get("datasets", [])}
-        meta = pq.read_schema(self.samples_path).metadata or {} if self.samples_path.is_file() else {}
-        stored = json.loads(meta.get(b"adapt_datasets", b"{}")) if meta else {}
-        datasets = []
-        for name in pd.unique(table["dataset"]):
-            rows = table[table["dataset"] == name]
-            info = stored.get(name) or known.get(name) or {}
-            datasets.append({
-                "name": str(name), "source": info.get("source", ""), "task": str(rows["task"].iloc[0]),
-                "round_added": int(rows["round_added"].iloc[0]), "num_samples": int(len(rows)),
-                "fingerprint": info.get("fingerprint") or fingerprint([Sample.from_json(r) for r in rows["record"]]),
-            })
-        return self._manifest_for(table, datasets)
-
-    @staticmethod
-    def _manifest_for(table: pd.DataFrame, datasets: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"version": 1, "datasets": datasets, "num_samples": int(len(table)),
-                "num_active": int((table["status"] == ACTIVE).sum())}
-
-    # ------------------------------------------------------------------ writing
-    def _write(self, table: pd.DataFrame, datasets: list[dict[str, Any]]) -> None:
-        """Table then manifest, each atomically; in-memory state changes only on success."""
-        arrow = pa.Table.from_pandas(table, schema=SCHEMA, preserve_index=False)
-        extra = {d["name"]: {"source": d["source"], "fingerprint": d["fingerprint"]} for d in datasets}
-        arrow = arrow.replace_schema_metadata({b"adapt_datasets": json.dumps(extra).encode()})
+    # ------------------------------------------------------------------------------ writing
+    def _write(self, meta: pa.Table, records: pa.ChunkedArray | pa.Array, datasets: list[dict[str, Any]]) -> None:
+        """Parquet file, then manifest, each atomically; the in-memory state changes on success only."""
+        table = pa.Table.from_arrays([*meta.columns, records], schema=SCHEMA)
+        datasets = [{k: d[k] for k in ("name", "source", "task", "round_added", "num_samples", "fingerprint")}
+                    for d in datasets]
+        table = table.replace_schema_metadata(
+            {META_KEY: json.dumps({"version": FORMAT_VERSION, "datasets": datasets}).encode("utf-8")})
         self.root.mkdir(parents=True, exist_ok=True)
-        write_with_atomic(self.samples_path, lambda tmp: pq.write_table(arrow, tmp))
-        manifest = self._manifest_for(table, datasets)
+        self._remove_stale_temp_files()
+        write_with_atomic(self.samples_path, lambda tmp: pq.write_table(table, tmp))
+        self._signature = None  # the file changed: a failure below makes the next access reload
+        manifest = self._expected_manifest(meta, {"datasets": datasets})
         write_json_atomic(self.manifest_path, manifest)
-        self._table, self._manifest = table, manifest
+        self._meta, self._manifest, self._df = meta, manifest, None
+        self._records = records if isinstance(records, pa.ChunkedArray) else pa.chunked_array([records])
+        self._signature = self._disk_signature()
 
-    def ingest(self, samples: list[Sample], dataset: str, round_added: int, source: str = "") -> int:
-        """Append a dataset; a dataset already ingested with the same content is a no-op (returns 0)."""
-        manifest = self._load_manifest()
-        fp = fingerprint(samples)
-        for d in manifest["datasets"]:
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files a killed writer left behind (``adapt.io.atomic_path`` names them ``.NAME.*.tmp``)."""
+        for name in (SAMPLES_FILE, MANIFEST_FILE):
+            for p in self.root.glob(f".{name}.*.tmp"):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+    def ingest(self, samples: Sequence[Sample], dataset: str, round_added: int, source: str = "") -> int:
+        """Append a dataset to the pool, all or nothing.
+
+        Args:
+            samples: the dataset's samples (as :func:`adapt.data.readers.read_dataset` returns
+                them); each must have ``sample.dataset == dataset``.
+            dataset: the dataset's name, unique in the pool.
+            round_added: the round that ingests it.
+            source: where it was read from (kept in the manifest).
+
+        Returns:
+            The number of samples added: 0 when a dataset of this name and the same content is
+            already in the pool (a resumed ingest).
+
+        Raises:
+            DataError: the name is taken by different content, the samples are empty, or a uid is
+                repeated or already in the pool. The pool is left untouched.
+        """
+        self._refresh()
+        where = source or f"dataset {dataset!r}"
+        if not samples:
+            raise DataError(where, f"no samples to ingest for dataset {dataset!r}")
+        wrong = next((s for s in samples if s.dataset != dataset), None)
+        if wrong is not None:
+            raise DataError(where, f"belongs to dataset {wrong.dataset!r}, not {dataset!r}", sample=wrong.id)
+        records = [s.to_json() for s in samples]
+        fp = fingerprint_records(records)
+        for d in self._manifest["datasets"]:
             if d["name"] == dataset:
                 if d["fingerprint"] == fp:
                     return 0
-                raise DataError(source or dataset, f"the pool already holds a different dataset named {dataset!r}")
-        table = self._load()
-        new_uids = [s.uid for s in samples]
-        clash = set(new_uids) & set(table["uid"])
-        if clash:
-            raise DataError(source or dataset, f"uids already in the pool: {sorted(clash)[:3]}")
-        new = pd.DataFrame({
-            "uid": new_uids,
-            "dataset": [s.dataset for s in samples],
-            "task": [s.task or s.dataset for s in samples],
-            "round_added": pd.array([round_added] * len(samples), dtype="int32"),
-            "status": [ACTIVE] * len(samples),
-            "pruned_round": pd.array([None] * len(samples), dtype="Int32"),
-            "pruned_reason": pd.array([None] * len(samples), dtype=object),
-            "record": [s.to_json() for s in samples],
-        })
-        combined = pd.concat([table, new], ignore_index=True) if len(table) else new
-        datasets = manifest["datasets"] + [{
-            "name": dataset, "source": source, "task": samples[0].task or dataset if samples else dataset,
-            "round_added": round_added, "num_samples": len(samples), "fingerprint": fp,
-        }]
-        self._write(combined, datasets)
-        return len(samples)
-
-    def prune(self, uids: Iterable[str], round: int, reason: str) -> int:
-        """Tombstone samples for good; already-pruned uids are left as they are. Returns #newly pruned."""
-        uids = list(uids)
-        table = self._load().copy()
-        index = pd.Index(table["uid"])
-        missing = [u for u in uids if u not in index]
-        if missing:
-            raise AdaptError(f"{self.samples_path}: cannot prune unknown uids {missing[:3]}")
-        mask = table["uid"].isin(set(uids)) & (table["status"] == ACTIVE)
-        n = int(mask.sum())
-        if n == 0:
-            return 0
-        table.loc[mask, "status"] = PRUNED
-        table["pruned_round"] = table["pruned_round"].astype("Int32")
-        table.loc[mask, "pruned_round"] = round
-        table["pruned_reason"] = table["pruned_reason"].astype(object)
-        table.loc[mask, "pruned_reason"] = reason
-        self._write(table, self._load_manifest()["datasets"])
+                raise DataError(where, f"the pool already holds a dataset named {dataset!r} with different "
+                                       f"content (ingested in round {d['round_added']} from "
+                                       f"{d['source'] or 'an unnamed source'}); give this one another name")
+        uids = pa.array([s.uid for s in samples], type=pa.string())
+        if len(pc.unique(uids)) != len(uids):
+            counts = pc.value_counts(uids)
+            dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+            raise DataError(where, f"uid repeated within the dataset: {dup[0].as_py()!r}")
+        clash = pc.is_in(uids, value_set=self._meta["uid"].combine_chunks())
+        if pc.any(clash).as_py():
+            first = uids.filter(clash)[0].as_py()
+            pos = pc.index(self._meta["uid"], first).as_py()
+            holder = self._meta["dataset"][pos].as_py()
+            raise DataError(where, f"uid {first!r} is already in the pool (dataset {holder!r}); "
+                                   f"{pc.sum(clash).as_py()} uid(s) collide")
+        n = len(samples)
+        new_meta = pa.Table.from_arrays([
+            uids,
+            pa.array([dataset] * n, type=pa.string()),
+            pa.array([s.task or dataset for s in samples], type=pa.string()),
+            pa.array(np.full(n, int(round_added), dtype=np.int32)),
+            pa.array([ACTIVE] * n, type=pa.string()),
+            pa.nulls(n, type=pa.int32()),
+            pa.nulls(n, type=pa.string()),
+        ], schema=self._meta.schema)
+        meta = pa.concat_tables([self._meta, new_meta]).combine_chunks()
+        all_records = pa.chunked_array([*self._read_records().chunks, pa.array(records, type=pa.string())],
+                                       type=pa.string())
+        entry = {"name": dataset, "source": str(source), "task": samples[0].task or dataset,
+                 "round_added": int(round_added), "num_samples": n, "fingerprint": fp}
+        self._write(meta, all_records, [*self._manifest["datasets"], entry])
         return n
 
-    # ------------------------------------------------------------------ reading
+    def prune(self, uids: Iterable[str], round: int, reason: str) -> int:  # noqa: A002 - the brief's name
+        """Tombstone samples for good: status ``pruned``, with the round and the reason.
+
+        Already-pruned uids are left as they were (their first round and reason stay).
+
+        Returns:
+            The number of samples newly pruned.
+
+        Raises:
+            UnknownUidError: a uid is not in the pool (nothing is pruned then).
+        """
+        self._refresh()
+        if isinstance(uids, str):  # one uid, not its characters
+            uids = [uids]
+        wanted = pa.array(list(dict.fromkeys(uids)), type=pa.string())
+        if len(wanted) == 0:
+            return 0
+        found = pc.is_in(wanted, value_set=self._meta["uid"].combine_chunks())
+        if not pc.all(found).as_py():
+            missing = wanted.filter(pc.invert(found)).to_pylist()
+            raise UnknownUidError(f"{self.samples_path}: cannot prune {len(missing)} unknown uid(s): "
+                                  f"{', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
+        mask = pc.and_(pc.is_in(self._meta["uid"], value_set=wanted), pc.equal(self._meta["status"], ACTIVE))
+        n = int(pc.sum(mask).as_py() or 0)
+        if n == 0:
+            return 0
+        meta = self._meta
+        meta = meta.set_column(meta.schema.get_field_index("status"), "status",
+                               pc.if_else(mask, PRUNED, meta["status"]))
+        meta = meta.set_column(meta.schema.get_field_index("pruned_round"), "pruned_round",
+                               pc.if_else(mask, pa.scalar(int(round), pa.int32()), meta["pruned_round"]))
+        meta = meta.set_column(meta.schema.get_field_index("pruned_reason"), "pruned_reason",
+                               pc.if_else(mask, pa.scalar(str(reason), pa.string()), meta["pruned_reason"]))
+        self._write(meta.combine_chunks(), self._read_records(), self._manifest["datasets"])
+        return n
+
+    # ------------------------------------------------------------------------------ reading
     def has_dataset(self, name: str) -> bool:
-        return any(d["name"] == name for d in self._load_manifest()["datasets"])
+        """Whether a dataset of this name was ingested."""
+        self._refresh()
+        return any(d["name"] == name for d in self._manifest["datasets"])
 
     def datasets(self) -> list[dict[str, Any]]:
-        return [dict(d) for d in self._load_manifest()["datasets"]]
+        """The manifest's dataset entries, in ingestion order (copies)."""
+        self._refresh()
+        return [dict(d) for d in self._manifest["datasets"]]
+
+    def manifest(self) -> dict[str, Any]:
+        """A copy of the manifest (``manifest.json`` as it should be on disk)."""
+        self._refresh()
+        return json.loads(json.dumps(self._manifest))
 
     def table(self, status: str | None = ACTIVE, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Rows in ingestion order; ``status=None`` for every row, tombstones included."""
-        t = self._load()
-        if status is not None:
-            t = t[t["status"] == status]
-        if columns is not None:
-            t = t[list(columns)]
-        return t.reset_index(drop=True)
+        """Rows in ingestion order, as a new DataFrame (changing it does not change the pool).
+
+        Args:
+            status: ``"active"`` (default), ``"pruned"``, or ``None`` for every row.
+            columns: the columns to return (default: all, ``record`` included; leave ``record``
+                out to avoid reading the records). ``round_added`` is int32, ``pruned_round`` is
+                nullable ``Int32``.
+        """
+        self._refresh()
+        if status is not None and status not in STATUSES:
+            raise AdaptError(f"unknown status {status!r} (use {', '.join(map(repr, STATUSES))} or None)")
+        cols = list(COLUMNS if columns is None else columns)
+        unknown = [c for c in cols if c not in COLUMNS]
+        if unknown:
+            raise AdaptError(f"unknown pool column(s) {unknown} (columns: {', '.join(COLUMNS)})")
+        df = self._frame()
+        keep = None if status is None else (df["status"] == status).to_numpy()
+        out = df[[c for c in cols if c != "record"]]
+        if keep is not None:
+            out = out.loc[keep]
+        out = out.reset_index(drop=True).copy()
+        if "record" in cols:
+            records = self._read_records()
+            if keep is not None:
+                records = records.filter(pa.array(keep))
+            out.insert(cols.index("record"), "record", records.to_pandas().reset_index(drop=True))
+        return out
 
     def active_uids(self) -> list[str]:
-        return self.table(columns=["uid"])["uid"].tolist()
+        """uids of the active samples, in ingestion order."""
+        self._refresh()
+        return self._meta["uid"].filter(pc.equal(self._meta["status"], ACTIVE)).to_pylist()
 
     def samples(self, uids: Sequence[str] | None = None) -> list[Sample]:
-        """Active samples in ingestion order, or the given uids in the given order."""
-        t = self._load()
+        """The active samples in ingestion order, or the samples of ``uids`` in that order
+        (tombstoned ones included: they stay readable, they just never become active again)."""
+        self._refresh()
+        records = self._read_records()
         if uids is None:
-            return [Sample.from_json(r) for r in t.loc[t["status"] == ACTIVE, "record"]]
-        by_uid = pd.Series(t["record"].to_numpy(), index=t["uid"].to_numpy())
-        missing = [u for u in uids if u not in by_uid.index]
-        if missing:
-            raise AdaptError(f"{self.samples_path}: unknown uids {missing[:3]}")
-        return [Sample.from_json(r) for r in by_uid.loc[list(uids)]]
+            chosen = records.filter(pc.equal(self._meta["status"], ACTIVE))
+        else:
+            wanted = pa.array(list(uids), type=pa.string())
+            pos = pc.index_in(wanted, value_set=self._meta["uid"].combine_chunks())
+            if pos.null_count:
+                missing = wanted.filter(pc.is_null(pos)).to_pylist()
+                raise UnknownUidError(f"{self.samples_path}: {len(missing)} unknown uid(s): "
+                                      f"{', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
+            chosen = records.take(pos)
+        return [Sample.from_json(r) for r in chosen.to_pylist()]
 
     def __len__(self) -> int:
-        return int((self._load()["status"] == ACTIVE).sum())
+        """The number of active samples."""
+        self._refresh()
+        return int(self._manifest["num_active"])
 
     def num_total(self) -> int:
-        return int(len(self._load()))
+        """The number of samples ever ingested (tombstones included)."""
+        self._refresh()
+        return int(self._manifest["num_samples"])
+
