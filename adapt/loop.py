@@ -423,6 +423,9 @@ class ContinualRun:
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
         """Run (or continue) every round; returns metrics.json's content."""
+        if self.accelerator.num_processes > 1:
+            raise AdaptError("the round loop runs in one process for now (every rank would write the run "
+                             "directory); run `adapt run` without `accelerate launch --num_processes N`")
         self.state.set(status="running")
         try:
             self._backfill()
