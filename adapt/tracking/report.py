@@ -30,26 +30,27 @@ _REQUIRED = ("tasks", "accuracy_matrix")
 _SELECTION_KEYS = ("samples_per_task", "selected_per_dataset")
 
 
-def format_pct(x: Any) -> str:
-    """A score in [0, 1] as a percentage with one decimal ("53.2"); "—" for None/NaN."""
+def _as_number(x: Any) -> float | None:
+    """``x`` as a float, or None when it is None, not a number, or NaN."""
     if x is None:
-        return DASH
+        return None
     try:
         v = float(x)
     except (TypeError, ValueError):
-        return DASH
-    return DASH if math.isnan(v) else f"{100 * v:.1f}"
+        return None
+    return None if math.isnan(v) else v
+
+
+def format_pct(x: Any) -> str:
+    """A score in [0, 1] as a percentage with one decimal ("53.2"); "—" for None/NaN."""
+    v = _as_number(x)
+    return DASH if v is None else f"{100 * v:.1f}"
 
 
 def format_seconds(s: Any) -> str:
     """Wall time as "12.3s", "4m 05s" or "1h 02m"; "—" if unknown."""
+    s = _as_number(s)
     if s is None:
-        return DASH
-    try:
-        s = float(s)
-    except (TypeError, ValueError):
-        return DASH
-    if math.isnan(s):
         return DASH
     if s < 60:
         return f"{s:.1f}s"
