@@ -58,18 +58,21 @@ def run(
         if resume is not None:
             if config is not None or overrides:
                 raise AdaptError("--resume takes the config stored in the run directory; give no CONFIG or overrides")
-            r = ContinualRun.resume(resume, progress=not quiet, console=console)
+            r = ContinualRun.resume(resume, progress=not quiet, console=None if quiet else console)
         else:
             if config is None or run_dir is None:
                 raise AdaptError("give a CONFIG and --run-dir DIR (or --resume RUN_DIR)")
             cfg = load_config(config, overrides or [])
-            r = ContinualRun.create(run_dir, cfg, config_dir=Path.cwd(), progress=not quiet, console=console)
+            r = ContinualRun.create(run_dir, cfg, config_dir=Path.cwd(), progress=not quiet,
+                                    console=None if quiet else console)
         metrics = r.run()
     except AdaptError as exc:
         _fail(exc)
         return
     from adapt.tracking.report import format_pct
 
+    if not r.is_main:
+        return
     console.print(
         f"A {format_pct(metrics['avg_accuracy'])}  F {format_pct(metrics['forgetting'])}  "
         f"BWT {format_pct(metrics['bwt'])}  FWT {format_pct(metrics['fwt'])}  "

@@ -53,6 +53,12 @@ class LoraSettings(_Section):
     first_round: Literal["lora", "full"] = Field(
         "lora", description="'full' trains every weight of the base in round 0 (used to pre-train the tiny model)"
     )
+    between_rounds: Literal["continue", "merge"] = Field(
+        "continue",
+        description="'continue': one adapter trained on round after round; 'merge': each round's adapter is "
+        "merged into the weights and the next round starts a fresh adapter (rounds/<t>/adapter then applies "
+        "on top of rounds 0..t-1 merged)",
+    )
 
 
 class DatasetEntry(_Section):

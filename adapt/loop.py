@@ -3,6 +3,11 @@
 Each phase of each round is a pure function of (config, pool state, model state on disk, seed): its
 outputs are written atomically and ``state.json`` records it as finished. A killed run resumes at the
 first unfinished phase and ends with the same metrics.json as an uninterrupted run.
+
+Under ``accelerate launch --num_processes N`` every rank walks the same phases: training (DDP) and
+evaluation (the eval samples split over ranks, answers gathered) run on every rank; ingest, selection,
+pruning, checkpoints and every file of the run directory are the main process's, with a barrier after
+each phase so the other ranks read what it wrote.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from adapt.models.lora import add_new_adapter, count_trainable, load_adapter
 from adapt.models.tiny import BUILTIN_PREFIX, build_builtin, builtin_cache_key
 from adapt.selection import SELECTORS, SelectionContext, Selector, resolve_budget
 from adapt.selection.base import phase_seed
-from adapt.training.trainer import get_accelerator, train_round
+from adapt.training.trainer import get_accelerator, process_state, train_round
 
 PHASES = ("ingest", "select", "train", "evaluate", "prune", "checkpoint")
 BASE = "base"  # the pseudo-round of the evaluation before any training (R0)
@@ -41,16 +46,17 @@ BASE = "base"  # the pseudo-round of the evaluation before any training (R0)
 class RunState:
     """``state.json``: finished phases, current round/phase, timings; written atomically."""
 
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+    def __init__(self, path: Path, data: dict[str, Any], writer: bool = True) -> None:
         self.path = path
         self.data = data
+        self.writer = writer  # False on the non-main ranks: they keep the same state in memory only
 
     @classmethod
-    def load_or_new(cls, path: Path, seed: int) -> "RunState":
+    def load_or_new(cls, path: Path, seed: int, writer: bool = True) -> "RunState":
         if path.is_file():
-            return cls(path, read_json(path))
+            return cls(path, read_json(path), writer)
         return cls(path, {"seed": seed, "status": "new", "round": 0, "phase": None, "finished": [],
-                          "phase_seconds": {}, "wandb_id": None})
+                          "phase_seconds": {}, "wandb_id": None}, writer)
 
     def done(self, key: str) -> bool:
         return key in self.data["finished"]
@@ -67,7 +73,8 @@ class RunState:
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        if self.writer:
+            write_json_atomic(self.path, self.data)
 
 
 class ContinualRun:
@@ -77,10 +84,12 @@ class ContinualRun:
                  console: Console | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
-        self.progress = progress
-        self.console = console or Console(stderr=True, quiet=not progress)
-        self.state = RunState.load_or_new(self.run_dir / "state.json", config.seed)
-        self.pool = DataPool(self.run_dir / "pool")
+        self.is_main = process_state().is_main_process
+        self.progress = progress and self.is_main
+        self.console = console if console is not None and self.is_main else \
+            Console(stderr=True, quiet=not self.progress)
+        self.state = RunState.load_or_new(self.run_dir / "state.json", config.seed, writer=self.is_main)
+        self.pool = DataPool(self.run_dir / "pool", writable=self.is_main)
         self.selector: Selector = SELECTORS.get(config.selection.method)(config)
         self._bundle: ModelBundle | None = None
         self._bundle_tag: str | None = None
@@ -94,18 +103,21 @@ class ContinualRun:
                progress: bool = True, console: Console | None = None) -> "ContinualRun":
         """Start a new run in ``run_dir`` (which must not hold a run already)."""
         run_dir = Path(run_dir).resolve()
-        if (run_dir / "state.json").exists():
-            raise AdaptError(f"{run_dir}: already holds a run; use `adapt run --resume {run_dir}` or another --run-dir")
         if config.selection.method not in SELECTORS:
             raise AdaptError(f"selection.method: unknown selector {config.selection.method!r}; "
                              f"known: {', '.join(SELECTORS.names())}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        entries = resolve_stream(config, run_dir, base_dir=config_dir, progress=progress)
-        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
-        save_stream(run_dir, entries)
-        run = cls(run_dir, config, progress, console)
-        run.state.save()
-        return run
+        dist = process_state()
+        if dist.is_main_process:
+            if (run_dir / "state.json").exists():
+                raise AdaptError(f"{run_dir}: already holds a run; use `adapt run --resume {run_dir}` "
+                                 "or another --run-dir")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            entries = resolve_stream(config, run_dir, base_dir=config_dir, progress=progress)
+            write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+            save_stream(run_dir, entries)
+            RunState.load_or_new(run_dir / "state.json", config.seed).save()
+        dist.wait_for_everyone()
+        return cls(run_dir, config, progress, console)
 
     @classmethod
     def resume(cls, run_dir: str | Path, progress: bool = True, console: Console | None = None) -> "ContinualRun":
@@ -144,7 +156,8 @@ class ContinualRun:
             m = self.config.model
             cache = Path(m.cache_dir or os.environ.get("ADAPT_CACHE", Path.home() / ".cache" / "adapt")).expanduser()
             key = builtin_cache_key(builtin, m.tiny, self.config.seed)
-            return build_builtin(builtin, cache / "builtin" / f"{builtin}-{key}", m.tiny, seed=self.config.seed)
+            with self.accelerator.main_process_first():  # one rank builds the cached checkpoint
+                return build_builtin(builtin, cache / "builtin" / f"{builtin}-{key}", m.tiny, seed=self.config.seed)
         path = Path(name).expanduser()
         if not path.is_dir():
             raise AdaptError(f"model.name_or_path: {path} is not a local checkpoint folder")
@@ -160,21 +173,40 @@ class ContinualRun:
     def _full_first_round(self) -> bool:
         return self.config.lora.first_round == "full"
 
+    def _lora_base(self) -> ModelBundle:
+        """The weights every adapter applies to: the base, or round 0's fully trained model."""
+        if self._full_first_round() and (self.round_dir(0) / "model").is_dir():
+            return self._load(self.round_dir(0) / "model")
+        return self._load(self._base_path())
+
+    def _build_after(self, t: int, trainable: bool = False) -> ModelBundle:
+        """The model after round ``t`` (t = -1: the base), built from the run directory.
+
+        ``lora.between_rounds: continue`` loads round t's adapter on the LoRA base;
+        ``merge`` merges the adapters of rounds 0..t into the weights, one after the other
+        (peft ``merge_and_unload``), so the result is a plain model.
+        """
+        if t < 0:
+            return self._load(self._base_path())
+        bundle = self._lora_base()
+        first = 1 if self._full_first_round() else 0
+        if t < first:
+            return bundle
+        if self.config.lora.between_rounds == "merge":
+            for s in range(first, t + 1):
+                bundle.model = load_adapter(bundle.model, self.round_dir(s) / "adapter", trainable=False)
+                bundle.model = bundle.model.merge_and_unload()
+        else:
+            bundle.model = load_adapter(bundle.model, self.round_dir(t) / "adapter", trainable=trainable)
+        return bundle
+
     def _model_after(self, t: int) -> ModelBundle:
-        """The model as it is after round ``t`` (t = -1: the base), loaded from the run directory."""
+        """The model after round ``t`` in eval mode, cached between phases."""
         tag = f"after:{t}"
         if self._bundle_tag == tag and self._bundle is not None:
             return self._bundle
         self._bundle = None
-        if t < 0:
-            bundle = self._load(self._base_path())
-        elif self._full_first_round():
-            bundle = self._load(self.round_dir(0) / "model")
-            if t > 0:
-                bundle.model = load_adapter(bundle.model, self.round_dir(t) / "adapter", trainable=False)
-        else:
-            bundle = self._load(self._base_path())
-            bundle.model = load_adapter(bundle.model, self.round_dir(t) / "adapter", trainable=False)
+        bundle = self._build_after(t)
         bundle.model.eval()
         self._bundle, self._bundle_tag = bundle, tag
         return bundle
@@ -221,23 +253,23 @@ class ContinualRun:
         samples = self.pool.samples(uids)
         full = t == 0 and self._full_first_round()
         self._bundle, self._bundle_tag = None, None
-        bundle = self._load(self._base_path()) if (t == 0 or not self._full_first_round()) else None
-        if bundle is None:
-            bundle = self._load(self.round_dir(0) / "model")
         seed = phase_seed(self.config.seed, t, "train")
         tcfg = self.config.training
         if full:
+            bundle = self._load(self._base_path())
             for p in bundle.model.parameters():
                 p.requires_grad_(True)
             lr, epochs = tcfg.first_round_lr or tcfg.lr, tcfg.first_round_epochs or tcfg.epochs
         else:
             from accelerate.utils import set_seed
 
-            set_seed(seed)
-            prev = self.round_dir(t - 1) / "adapter" if t > 0 else None
-            if prev is not None and prev.is_dir():
-                bundle.model = load_adapter(bundle.model, prev, trainable=True)
+            continued = self.config.lora.between_rounds == "continue" and t > 0 and \
+                (self.round_dir(t - 1) / "adapter").is_dir()
+            if continued:
+                bundle = self._build_after(t - 1, trainable=True)
             else:
+                bundle = self._build_after(t - 1) if t > 0 else self._load(self._base_path())
+                set_seed(seed)
                 bundle.model = add_new_adapter(bundle.model, self.config.lora)
             lr, epochs = tcfg.lr, tcfg.epochs
         n_train, n_total = count_trainable(bundle.model)
@@ -253,7 +285,8 @@ class ContinualRun:
         self.accelerator.wait_for_everyone()
         info = stats.to_dict() | {"mode": "full" if full else "lora", "trainable": n_train,
                                   "dataset_counts": _counts(self.pool.table(status=None, columns=["uid", "dataset"]), uids)}
-        write_json_atomic(self.round_dir(t) / "train.json", info)
+        if self.is_main:
+            write_json_atomic(self.round_dir(t) / "train.json", info)
         self._log(f"  train loss {stats.first_loss:.3f} → {stats.last_loss:.3f} in {stats.seconds:.1f}s")
         bundle.model.eval()
         self._bundle, self._bundle_tag = bundle, f"after:{t}"
@@ -281,10 +314,14 @@ class ContinualRun:
         bundle = self._model_after(-1 if t == BASE else int(t))
         tasks = self._eval_tasks(names)
         results = evaluate_tasks(bundle.model, bundle.family, tasks, self.config.evaluation,
-                                 self.config.model.max_length, progress=self.progress)
+                                 self.config.model.max_length, progress=self.progress,
+                                 accelerator=self.accelerator)
+        scores = {k: r.score for k, r in results.items()}
+        if not self.is_main:
+            return scores
         path = self.round_dir(t) / "eval.json"
         old = read_json(path) if path.is_file() and names is not None else {"scores": {}, "n": {}}
-        scores = old["scores"] | {k: r.score for k, r in results.items()}
+        scores = old["scores"] | scores
         ns = old["n"] | {k: r.n for k, r in results.items()}
         write_json_atomic(path, {"round": t, "scores": scores, "n": ns})
         preds = [dict(p, task=k) for k, r in results.items() for p in r.predictions]
@@ -423,14 +460,11 @@ class ContinualRun:
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
         """Run (or continue) every round; returns metrics.json's content."""
-        if self.accelerator.num_processes > 1:
-            raise AdaptError("the round loop runs in one process for now (every rank would write the run "
-                             "directory); run `adapt run` without `accelerate launch --num_processes N`")
         self.state.set(status="running")
         try:
             self._backfill()
             if self.config.evaluation.before_training and not self.state.done(f"{BASE}:evaluate"):
-                self._timed(BASE, "evaluate", lambda: self.phase_evaluate(BASE))
+                self._timed(BASE, "evaluate", lambda: self.phase_evaluate(BASE), every_rank=True)
             rounds = self.rounds()
             for t, entries in enumerate(rounds):
                 if self.state.done(f"{t}:checkpoint"):
@@ -439,23 +473,31 @@ class ContinualRun:
                 self.console.rule(f"round {t + 1}/{len(rounds)}: {names}")
                 self._timed(t, "ingest", lambda: self.phase_ingest(t, entries))
                 self._timed(t, "select", lambda: self.phase_select(t, entries))
-                self._timed(t, "train", lambda: self.phase_train(t))
-                self._timed(t, "evaluate", lambda: self.phase_evaluate(t))
+                self._timed(t, "train", lambda: self.phase_train(t), every_rank=True)
+                self._timed(t, "evaluate", lambda: self.phase_evaluate(t), every_rank=True)
                 self._timed(t, "prune", lambda: self.phase_prune(t))
                 self._timed(t, "checkpoint", lambda: self.phase_checkpoint(t))
-            return self.finish()
+            if not self.is_main:
+                self.accelerator.wait_for_everyone()
+                return read_json(self.run_dir / "metrics.json")
+            metrics = self.finish()
+            self.accelerator.wait_for_everyone()
+            return metrics
         finally:
             if self._loggers is not None:
                 self._loggers.finish()
                 self._loggers = None
 
-    def _timed(self, t: int | str, phase: str, fn) -> None:
+    def _timed(self, t: int | str, phase: str, fn, every_rank: bool = False) -> None:
+        """Run one phase unless state.json has it; only the main process runs it unless ``every_rank``."""
         key = f"{t}:{phase}"
         if self.state.done(key):
             return
         self.state.set(round=t, phase=phase)
         start = time.perf_counter()
-        fn()
+        if every_rank or self.is_main:
+            fn()
+        self.accelerator.wait_for_everyone()
         self.state.mark(key, time.perf_counter() - start)
 
     def _backfill(self) -> None:

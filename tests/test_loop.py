@@ -181,3 +181,77 @@ def test_add_dataset_is_ingested_at_the_next_round(tmp_path):
     assert all(v == v for row in again["accuracy_matrix"] for v in row)
     assert again["accuracy_matrix"][:2] != first["accuracy_matrix"]  # a column was added
     assert [r[:2] for r in again["accuracy_matrix"][:2]] == first["accuracy_matrix"]
+
+
+def test_merge_between_rounds_rebuilds_the_trained_chain(tmp_path):
+    """lora.between_rounds=merge: round t's adapter applies on rounds 0..t-1 merged (stock peft)."""
+    import torch
+    from peft import PeftModel
+
+    from adapt.models.loading import load_model
+
+    cfg = small_config(tmp_path, "selection.method=random", "lora.first_round=full", "lora.between_rounds=merge")
+    run = ContinualRun.create(tmp_path / "run", cfg, progress=False)
+    metrics = run.run()
+    assert len(metrics["accuracy_matrix"]) == 6
+    rd = tmp_path / "run" / "rounds"
+    manual = load_model(rd / "0" / "model", cfg.model.family, cfg.model.dtype).model
+    for t in (1, 2):
+        manual = PeftModel.from_pretrained(manual, str(rd / str(t) / "adapter")).merge_and_unload()
+    ours = ContinualRun.resume(tmp_path / "run", progress=False)._build_after(2).model
+    a, b = manual.state_dict(), ours.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and round 2's adapter is not the whole change since round 0: round 1's merge is in the weights
+    only_two = PeftModel.from_pretrained(load_model(rd / "0" / "model", cfg.model.family, cfg.model.dtype).model,
+                                         str(rd / "2" / "adapter")).merge_and_unload().state_dict()
+    assert any(not torch.equal(only_two[k], b[k]) for k in b)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_accelerate_launch(tmp_path):
+    """`accelerate launch --num_processes 2 -m adapt run`: DDP training, evaluation split over the
+    ranks and gathered in order, every file written once by the main process."""
+    import math
+
+    from adapt.evaluation.generation import generate_answers
+
+    cfg_file = tmp_path / "small.yaml"
+    cfg_file.write_text(small_config(tmp_path, "selection.method=random", "evaluation.batch_size=1").to_yaml())
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
+           "-m", "adapt", "run", str(cfg_file), "--run-dir", str(run_dir), "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("samples trained") == 1  # the summary: main process only
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "finished"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    per_round = [r["step"] for r in rows if r["event"] == "metrics" and "eval/grounding" in r["metrics"]]
+    assert per_round == list(range(6))  # logged once per round, by the main process
+    # each rank trained on half of the batches of an epoch
+    train = json.loads((run_dir / "rounds/1/train.json").read_text())
+    batches = math.ceil(train["samples"] / 16)
+    assert train["steps"] == math.ceil(math.ceil(batches / 2) * train["epochs"])
+    # the gathered answers are, sample by sample, the answers one process gives with the saved model
+    run = ContinualRun.resume(run_dir, progress=False)
+    bundle = run._model_after(5)
+    preds = pd.read_json(run_dir / "rounds/5/predictions.jsonl", lines=True)
+    for task in run._eval_tasks():
+        samples = task.samples[: run.config.evaluation.max_samples]
+        ours = generate_answers(bundle.model, bundle.family, samples, run.config.evaluation,
+                                run.config.model.max_length, progress=False)
+        got = preds[preds["task"] == task.name]
+        assert got["uid"].tolist() == [s.uid for s in samples]
+        assert got["prediction"].fillna("").astype(str).tolist() == ours
+    assert len(metrics["accuracy_matrix"]) == 6

@@ -109,10 +109,13 @@ class DataPool:
     Args:
         root: the pool folder. An existing pool is opened; a missing folder is an empty pool,
             created on the first write.
+        writable: False for a reader that must not repair a stale manifest (the non-main ranks
+            of a multi-process run, while the main process writes).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, writable: bool = True) -> None:
         self.root = Path(root)
+        self.writable = writable  # False: a reader (another rank) that never repairs the manifest
         self._signature: tuple[Any, Any] | None = None
         self._meta: pa.Table = SCHEMA.empty_table().drop_columns(["record"])
         self._records: pa.ChunkedArray | None = None
@@ -144,7 +147,7 @@ class DataPool:
         self._meta, self._records, self._df = meta, None, None
         manifest = self._expected_manifest(meta, stored)
         on_disk = self._read_manifest()
-        if on_disk != manifest and (sig[0] is not None or on_disk is not None):
+        if self.writable and on_disk != manifest and (sig[0] is not None or on_disk is not None):
             self._repair_manifest(manifest)
         self._manifest = manifest
         self._signature = self._disk_signature()

@@ -55,13 +55,26 @@ def generate_answers(
 
 def evaluate_tasks(
     model: Any, family: ModelFamily, tasks: list[EvalTask], cfg: EvaluationConfig, max_length: int,
-    progress: bool = True,
+    progress: bool = True, accelerator: Any = None,
 ) -> dict[str, TaskResult]:
-    """Score on each task (mean of the task's answer scorer over its eval samples)."""
+    """Score on each task (mean of the task's answer scorer over its eval samples).
+
+    With an ``accelerator`` of several processes, each rank answers a contiguous share of every
+    task's samples (accelerate ``split_between_processes``) and the answers are gathered in order, so
+    every rank returns the same results.
+    """
     results: dict[str, TaskResult] = {}
     for task in tasks:
         samples = task.samples[: cfg.max_samples] if cfg.max_samples else task.samples
-        preds = generate_answers(model, family, samples, cfg, max_length, desc=f"eval {task.name}", progress=progress)
+        desc = f"eval {task.name}"
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            with accelerator.split_between_processes(samples) as share:
+                mine = generate_answers(model, family, share, cfg, max_length, desc=desc, progress=progress)
+            preds = gather_object(mine)
+        else:
+            preds = generate_answers(model, family, samples, cfg, max_length, desc=desc, progress=progress)
         scorer = ANSWER_SCORERS.get(task.metric)
         rows = []
         for s, p in zip(samples, preds):

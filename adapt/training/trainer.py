@@ -37,6 +37,21 @@ class TrainStats:
         return asdict(self)
 
 
+def _cpu_only() -> bool:
+    """True on a machine without an accelerator: then several processes are CPU ranks (gloo)."""
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return not (torch.cuda.is_available() or (mps is not None and mps.is_available())
+                or (xpu is not None and xpu.is_available()))
+
+
+def process_state():
+    """accelerate's ``PartialState`` of this process (rank, world size, barriers), CPU ranks where no GPU."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_cpu_only())
+
+
 def get_accelerator(cfg: TrainingConfig):
     """The process's ``Accelerator`` (one per process; accelerate keeps its state global)."""
     from accelerate import Accelerator
@@ -44,8 +59,13 @@ def get_accelerator(cfg: TrainingConfig):
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
-    return acc
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # as HF Trainer without gradient checkpointing: some weights get no gradient (e.g. the vision
+    # tower's last layer when LLaVA reads the features of the layer before it)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=_cpu_only(), mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum,
+                       kwargs_handlers=[ddp])
 
 
 def train_round(
@@ -86,6 +106,9 @@ def train_round(
         "cosine", optimizer, num_warmup_steps=int(cfg.warmup_ratio * opt_steps), num_training_steps=opt_steps
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # under N processes each rank sees 1/N of the batches; the prepared scheduler steps N times per step
+    total_batches = max(1, math.ceil(len(loader) * epochs))
+    opt_steps = max(1, math.ceil(total_batches / cfg.grad_accum))
     model.train()
     losses: list[float] = []
     bar = tqdm(total=total_batches, desc=desc, disable=not progress or not accelerator.is_main_process,
