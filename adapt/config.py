@@ -29,6 +29,10 @@ class TinyModelConfig(_Section):
     text_layers: int = 2
     heads: int = 4
     intermediate_size: int = 256
+    pretrain_steps: int = Field(
+        0, ge=0, description="batches of synthetic image captions the built model is pre-trained on "
+        "(the analogue of LLaVA's alignment stage; 0: random weights)",
+    )
 
 
 class ModelConfig(_Section):

@@ -157,7 +157,8 @@ class ContinualRun:
             cache = Path(m.cache_dir or os.environ.get("ADAPT_CACHE", Path.home() / ".cache" / "adapt")).expanduser()
             key = builtin_cache_key(builtin, m.tiny, self.config.seed)
             with self.accelerator.main_process_first():  # one rank builds the cached checkpoint
-                return build_builtin(builtin, cache / "builtin" / f"{builtin}-{key}", m.tiny, seed=self.config.seed)
+                return build_builtin(builtin, cache / "builtin" / f"{builtin}-{key}", m.tiny, seed=self.config.seed,
+                                     progress=self.progress)
         path = Path(name).expanduser()
         if not path.is_dir():
             raise AdaptError(f"model.name_or_path: {path} is not a local checkpoint folder")
@@ -462,6 +463,7 @@ class ContinualRun:
         """Run (or continue) every round; returns metrics.json's content."""
         self.state.set(status="running")
         try:
+            self._base_path()  # a built-in model is built (and cached) here, outside the timed phases
             self._backfill()
             if self.config.evaluation.before_training and not self.state.done(f"{BASE}:evaluate"):
                 self._timed(BASE, "evaluate", lambda: self.phase_evaluate(BASE), every_rank=True)

@@ -154,3 +154,13 @@ def test_every_scorer_is_in_unit_interval_and_never_raises(name):
     scorer = ANSWER_SCORERS.get(name)
     for p, r in [("", ""), ("\n\n", "x"), ("[nan, inf, 1e999, -]", "[0,0,1,1]"), ("🙂", "🙂"), ("1" * 400, "1")]:
         assert 0.0 <= scorer(p, r) <= 1.0
+
+
+def test_best_constant_is_the_chance_level_by_hand():
+    from adapt.evaluation.answer_scorers import best_constant
+
+    assert best_constant("exact", ["red", "blue", "Red", "green"]) == ("red", 0.5)  # "Red" normalises to red
+    assert best_constant("numeric", ["2", "2.0", "3", "3", "3"]) == ("3", 0.6)
+    # two quadrant boxes: the top-left one is right for 2 of 3 (IoU of the two is 1/3 < 0.5)
+    boxes = ["[0, 0, 0.5, 0.5]", "[0, 0, 0.5, 0.5]", "[0, 0.25, 0.5, 0.75]"]
+    assert best_constant("iou", boxes) == ("[0, 0, 0.5, 0.5]", pytest.approx(2 / 3))

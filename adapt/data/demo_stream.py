@@ -89,6 +89,15 @@ def digit_image(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
+def digit_indices(split: str, seed: int = 0) -> np.ndarray:
+    """Indices of scikit-learn's 1797 digits usable for ``split``: every fifth image is kept for
+    evaluation whatever the seed (so the built-in model's caption pre-training, which reads the
+    train indices only, never sees an eval image); the order is shuffled by ``seed``."""
+    idx = np.arange(1797)
+    idx = idx[idx % 5 == 4] if split == "eval" else idx[idx % 5 != 4]
+    return np.random.default_rng([seed, 999]).permutation(idx)
+
+
 # ---------------------------------------------------------------------------------------- items
 @dataclass
 class Item:
@@ -266,7 +275,7 @@ def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Proto:
 
     def proto(rng: np.random.Generator) -> dict[str, Any]:
         idx = int(rng.choice(pool))
-        addend = 0 if rng.random() < 0.4 else int(rng.integers(1, 4))
+        addend = 0 if rng.random() < 0.5 else int(rng.integers(1, 3))
         return {"skill": "ocr" if addend == 0 else "add", "index": idx, "digit": int(digits.target[idx]),
                 "addend": addend}
 
@@ -276,7 +285,7 @@ def reasoning_proto_factory(digits: Any, pool: np.ndarray) -> Proto:
         if p["addend"] == 0:
             return Item([img], "What digit is written?", str(p["digit"]), "ocr", 0, [str(i) for i in range(10)], meta=meta)
         return Item([img], f"What is the digit plus {p['addend']}?", str(p["digit"] + p["addend"]), "add", p["addend"],
-                    [str(i) for i in range(1, 13)], meta=meta)
+                    [str(i) for i in range(1, 12)], meta=meta)
 
     proto.item = item  # type: ignore[attr-defined]
     return proto
@@ -333,7 +342,7 @@ def _specs() -> dict[str, DatasetSpec]:
                     "(rare: Italian)", multilingual_proto, multilingual_item),
         DatasetSpec("grounding", "iou", 800, 80, "bounding box of a described shape (one quadrant of the image)",
                     grounding_proto, grounding_item),
-        DatasetSpec("reasoning", "numeric", 800, 80, "handwritten digits (scikit-learn): read, or add a number"),
+        DatasetSpec("reasoning", "numeric", 800, 80, "handwritten digits (scikit-learn): read it, or add 1 or 2"),
         DatasetSpec("multi_image", "exact", 600, 80, "two images: which one shows a colour, what colour is in the first/second",
                     multi_image_proto, multi_image_item),
     ]}
@@ -345,11 +354,13 @@ STREAMS: dict[str, list[str]] = {"default": DEMO_DATASETS}
 
 def _items(spec: DatasetSpec, n: int, rng: np.random.Generator, split: str,
            proto: Proto, item: ItemFn) -> list[tuple[Item, int, bool]]:
-    """n items; a share of them near-duplicates of earlier prototypes; label noise on train only."""
+    """n items. Train: a share of them near-duplicates of earlier prototypes, a few wrong labels.
+    Eval: every item a fresh prototype with its true label (a held-out split measures generalisation,
+    not how often a few prototypes repeat)."""
     protos: list[dict[str, Any]] = []
     out = []
     for _ in range(n):
-        if protos and rng.random() < spec.dup_rate:
+        if split == "train" and protos and rng.random() < spec.dup_rate:
             g = int(rng.integers(len(protos)))
         else:
             protos.append(proto(rng))
@@ -414,8 +425,7 @@ def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default
     out_dir = Path(out_dir)
     specs = _specs()
     digits = load_digits()
-    order = np.random.default_rng([seed, 999]).permutation(len(digits.target))
-    digit_pools = {"train": order[:1400], "eval": order[1400:]}
+    digit_pools = {"train": digit_indices("train", seed), "eval": digit_indices("eval", seed)}
     entries = []
     names = STREAMS[stream]
     total = sum(_split_size(specs[n], s, scale) for n in names for s in ("train", "eval"))

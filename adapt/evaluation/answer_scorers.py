@@ -154,3 +154,14 @@ def score_answers(metric: str, predictions: Sequence[str], references: Sequence[
     if not predictions:
         return float("nan")
     return sum(float(scorer(p, r)) for p, r in zip(predictions, references)) / len(predictions)
+
+
+def best_constant(metric: str, references: Sequence[str]) -> tuple[str, float]:
+    """Chance level of a task: the one answer that, given to every sample, scores best (tried over
+    the references themselves), and that score. Ties go to the answer seen first."""
+    best, best_score = "", float("nan")
+    for cand in dict.fromkeys(references):
+        score = score_answers(metric, [cand] * len(references), references)
+        if not best or score > best_score:
+            best, best_score = cand, score
+    return best, best_score

@@ -133,11 +133,12 @@ def builtin_cache_key(name: str, sizes: TinyModelConfig | None, seed: int) -> st
     import hashlib
     import json
 
-    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 1}
+    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_builtin(name: str, out_dir: str | Path, sizes: TinyModelConfig | None = None, seed: int = 0) -> Path:
+def build_builtin(name: str, out_dir: str | Path, sizes: TinyModelConfig | None = None, seed: int = 0,
+                  progress: bool = True) -> Path:
     """Build ``builtin:<name>`` into ``out_dir`` (skipped when a complete build is already there).
 
     The folder appears whole or not at all (built in a temp folder, then renamed).
@@ -153,6 +154,10 @@ def build_builtin(name: str, out_dir: str | Path, sizes: TinyModelConfig | None 
     try:
         if name == "tiny-llava":
             build_tiny_llava(tmp, sizes, seed)
+            if sizes is not None and sizes.pretrain_steps:
+                from adapt.models.tiny_pretrain import pretrain_on_captions
+
+                pretrain_on_captions(tmp, sizes.pretrain_steps, seed, progress=progress)
         elif name == "tiny-qwen2-vl":
             build_tiny_qwen2_vl(tmp, seed)
         elif name == "tiny-causal-lm":

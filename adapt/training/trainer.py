@@ -73,7 +73,7 @@ def train_round(
     family: ModelFamily,
     samples: list[Sample],
     cfg: TrainingConfig,
-    accelerator: Any,
+    accelerator: Any | None,
     seed: int,
     max_length: int,
     lr: float | None = None,
@@ -81,7 +81,11 @@ def train_round(
     desc: str = "train",
     progress: bool = True,
 ) -> TrainStats:
-    """Fine-tune the trainable parameters of ``model`` on ``samples``; returns loss statistics."""
+    """Fine-tune the trainable parameters of ``model`` on ``samples``; returns loss statistics.
+
+    ``accelerator=None`` trains in this process alone, outside any distributed group (used to
+    pre-train the built-in model while the other ranks wait).
+    """
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -91,7 +95,8 @@ def train_round(
     if not samples:
         return TrainStats(0, 0, epochs, lr, float("nan"), float("nan"), float("nan"), 0.0)
     set_seed(seed)
-    accelerator.gradient_accumulation_steps = cfg.grad_accum
+    if accelerator is not None:
+        accelerator.gradient_accumulation_steps = cfg.grad_accum
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         samples, batch_size=cfg.batch_size, shuffle=True, generator=gen,
@@ -105,26 +110,30 @@ def train_round(
     scheduler = get_scheduler(
         "cosine", optimizer, num_warmup_steps=int(cfg.warmup_ratio * opt_steps), num_training_steps=opt_steps
     )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if accelerator is not None:
+        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     # under N processes each rank sees 1/N of the batches; the prepared scheduler steps N times per step
     total_batches = max(1, math.ceil(len(loader) * epochs))
     opt_steps = max(1, math.ceil(total_batches / cfg.grad_accum))
     model.train()
     losses: list[float] = []
-    bar = tqdm(total=total_batches, desc=desc, disable=not progress or not accelerator.is_main_process,
-               leave=False, dynamic_ncols=True)
+    main = accelerator is None or accelerator.is_main_process
+    bar = tqdm(total=total_batches, desc=desc, disable=not progress or not main, leave=False, dynamic_ncols=True)
     done = 0
     while done < total_batches:
         for batch in loader:
-            with accelerator.accumulate(model):
-                out = model(**batch)
-                loss = out.loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            if accelerator is None:
+                loss = _plain_step(model, batch, params, optimizer, scheduler, cfg, done)
+            else:
+                with accelerator.accumulate(model):
+                    out = model(**batch)
+                    loss = out.loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             done += 1
             bar.update(1)
@@ -134,10 +143,26 @@ def train_round(
                 break
     bar.close()
     model.eval()
-    accelerator.free_memory()
+    if accelerator is not None:
+        accelerator.free_memory()
     tail = losses[-max(1, len(losses) // 10):]
     return TrainStats(
         samples=len(samples), steps=opt_steps, epochs=epochs, lr=lr, first_loss=losses[0],
         last_loss=sum(tail) / len(tail), mean_loss=sum(losses) / len(losses),
         seconds=time.perf_counter() - start,
     )
+
+
+def _plain_step(model: Any, batch: dict[str, Any], params: list[torch.nn.Parameter], optimizer: Any,
+                scheduler: Any, cfg: TrainingConfig, index: int) -> torch.Tensor:
+    """One micro-batch without accelerate: backward, and every ``grad_accum`` batches a clipped step."""
+    device = next(model.parameters()).device
+    loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+    (loss / cfg.grad_accum).backward()
+    if (index + 1) % cfg.grad_accum == 0:
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
