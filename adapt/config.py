@@ -119,6 +119,18 @@ class EvaluationConfig(_Section):
     before_training: bool = Field(True, description="evaluate the base model first (R0, needed for FWT)")
 
 
+class FeaturesConfig(_Section):
+    """Per-sample projected LoRA gradients of the whole active pool, every round (adapt/features)."""
+
+    enabled: bool = Field(False, description="compute the features (and the loss-based scores) every round")
+    dim: int = Field(8192, gt=0, description="projection dimension d")
+    projector: str = Field("sjlt", description="rademacher | sjlt | trak")
+    layers: Union[Literal["all", "last"], list[str]] = Field(
+        "all", description="LoRA layers whose gradients count: all, last (the last decoder layer, as Adapt-∞), "
+        "or regular expressions on module names")
+    batch_size: int = Field(16, gt=0)
+
+
 class PoolConfig(_Section):
     max_size: Union[StrictInt, float, None] = Field(None, description="cap on the active pool: a count or a fraction")
 
@@ -140,6 +152,7 @@ class ExperimentConfig(_Section):
     selection: SelectionConfig = SelectionConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    features: FeaturesConfig = FeaturesConfig()
     pool: PoolConfig = PoolConfig()
     tracking: TrackingConfig = TrackingConfig()
 

@@ -39,7 +39,7 @@ from adapt.selection import SELECTORS, SelectionContext, Selector, resolve_budge
 from adapt.selection.base import phase_seed
 from adapt.training.trainer import get_accelerator, process_state, train_round
 
-PHASES = ("ingest", "select", "train", "evaluate", "prune", "checkpoint")
+PHASES = ("ingest", "features", "select", "train", "evaluate", "prune", "checkpoint")
 BASE = "base"  # the pseudo-round of the evaluation before any training (R0)
 
 
@@ -106,6 +106,12 @@ class ContinualRun:
         if config.selection.method not in SELECTORS:
             raise AdaptError(f"selection.method: unknown selector {config.selection.method!r}; "
                              f"known: {', '.join(SELECTORS.names())}")
+        if config.features.enabled:
+            from adapt.features.projectors import PROJECTORS
+
+            if config.features.projector not in PROJECTORS:
+                raise AdaptError(f"features.projector: unknown projector {config.features.projector!r}; "
+                                 f"known: {', '.join(PROJECTORS.names())}")
         dist = process_state()
         if dist.is_main_process:
             if (run_dir / "state.json").exists():
@@ -248,30 +254,67 @@ class ContinualRun:
         n = int(table["selected"].sum())
         self._log(f"  select [bold]{self.selector.name}[/]: {n} of {len(pool)} samples")
 
-    def phase_train(self, t: int) -> None:
-        table = pd.read_parquet(self.round_dir(t) / "selection.parquet")
-        uids = table.loc[table["selected"], "uid"].tolist()
-        samples = self.pool.samples(uids)
+    def _model_to_train(self, t: int) -> tuple[ModelBundle, bool]:
+        """The model round ``t`` trains, before training: every weight (round 0 of
+        ``first_round: full``), the continued adapter, or a fresh adapter (seeded) on the model after
+        t-1. Returns (bundle, full)."""
         full = t == 0 and self._full_first_round()
-        self._bundle, self._bundle_tag = None, None
-        seed = phase_seed(self.config.seed, t, "train")
-        tcfg = self.config.training
         if full:
             bundle = self._load(self._base_path())
             for p in bundle.model.parameters():
                 p.requires_grad_(True)
+            return bundle, True
+        from accelerate.utils import set_seed
+
+        continued = self.config.lora.between_rounds == "continue" and t > 0 and \
+            (self.round_dir(t - 1) / "adapter").is_dir()
+        if continued:
+            return self._build_after(t - 1, trainable=True), False
+        bundle = self._build_after(t - 1) if t > 0 else self._load(self._base_path())
+        set_seed(phase_seed(self.config.seed, t, "train"))
+        bundle.model = add_new_adapter(bundle.model, self.config.lora)
+        return bundle, False
+
+    def phase_features(self, t: int) -> None:
+        """Projected per-sample gradients of the adapter round t is about to train, for the whole
+        active pool, and the loss-based scores of the same pass (rounds/<t>/features)."""
+        from adapt.features.extract import extract_features
+        from adapt.features.per_sample import lora_linears
+        from adapt.features.projectors import PROJECTORS
+        from adapt.features.store import FeatureStore
+
+        fc = self.config.features
+        self._bundle, self._bundle_tag = None, None
+        bundle, full = self._model_to_train(t)
+        if full:
+            self._log("  features: none in a round that trains every weight (no LoRA adapter yet)")
+            return
+        uids = self.pool.table(status="active", columns=["uid"])["uid"].tolist()
+        out = self.round_dir(t) / "features"
+        settings = {"projector": fc.projector, "seed": self.config.seed, "layers": fc.layers}
+        if self.is_main:
+            FeatureStore.create(out, uids, fc.dim, **settings)
+        self.accelerator.wait_for_everyone()
+        store = FeatureStore(out)
+        linears = lora_linears(bundle.model, fc.layers)
+        extract_features(bundle.model, bundle.family, self.pool.samples(uids), store,
+                         PROJECTORS.get(fc.projector)(fc.dim, seed=self.config.seed), linears, fc.batch_size,
+                         self.config.model.max_length, accelerator=self.accelerator, progress=self.progress,
+                         desc=f"round {t} features")
+        self._log(f"  features: {store.n} samples × d={fc.dim} ({fc.projector}, "
+                  f"{sum(lin.numel for lin in linears):,} LoRA weights)")
+
+    def phase_train(self, t: int) -> None:
+        table = pd.read_parquet(self.round_dir(t) / "selection.parquet")
+        uids = table.loc[table["selected"], "uid"].tolist()
+        samples = self.pool.samples(uids)
+        self._bundle, self._bundle_tag = None, None
+        seed = phase_seed(self.config.seed, t, "train")
+        tcfg = self.config.training
+        bundle, full = self._model_to_train(t)
+        if full:
             lr, epochs = tcfg.first_round_lr or tcfg.lr, tcfg.first_round_epochs or tcfg.epochs
         else:
-            from accelerate.utils import set_seed
-
-            continued = self.config.lora.between_rounds == "continue" and t > 0 and \
-                (self.round_dir(t - 1) / "adapter").is_dir()
-            if continued:
-                bundle = self._build_after(t - 1, trainable=True)
-            else:
-                bundle = self._build_after(t - 1) if t > 0 else self._load(self._base_path())
-                set_seed(seed)
-                bundle.model = add_new_adapter(bundle.model, self.config.lora)
             lr, epochs = tcfg.lr, tcfg.epochs
         n_train, n_total = count_trainable(bundle.model)
         self._log(f"  train ({'full' if full else 'LoRA'}, {n_train:,} of {n_total:,} weights): "
@@ -474,6 +517,8 @@ class ContinualRun:
                 names = ", ".join(e.name for e in entries)
                 self.console.rule(f"round {t + 1}/{len(rounds)}: {names}")
                 self._timed(t, "ingest", lambda: self.phase_ingest(t, entries))
+                if self.config.features.enabled:
+                    self._timed(t, "features", lambda: self.phase_features(t), every_rank=True)
                 self._timed(t, "select", lambda: self.phase_select(t, entries))
                 self._timed(t, "train", lambda: self.phase_train(t), every_rank=True)
                 self._timed(t, "evaluate", lambda: self.phase_evaluate(t), every_rank=True)

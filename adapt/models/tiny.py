@@ -133,7 +133,7 @@ def builtin_cache_key(name: str, sizes: TinyModelConfig | None, seed: int) -> st
     import hashlib
     import json
 
-    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 2}
+    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 4}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -30,22 +30,22 @@ def _and(parts: list[str]) -> str:
 
 
 def caption_item(rng: np.random.Generator, digits: object, digit_pool: np.ndarray):
-    """One (image, caption) pair: shapes placed in quadrants (40%), one shape (25%), a digit (20%),
-    a striped flag (15%)."""
+    """One (image, caption) pair: shapes placed in quadrants (45%), one shape (10%), a digit (35%),
+    a striped flag (10%)."""
     from adapt.data import demo_stream as ds
 
     r = rng.random()
-    if r < 0.40:
+    if r < 0.45:
         n = int(rng.integers(1, 4))
         cells = sorted(int(c) for c in rng.permutation(4)[:n])
         objs = [(str(rng.choice(ds.SHAPES)), str(rng.choice(list(ds.COLORS))), *map(float, ds.QUADRANTS[c]),
                  float(rng.integers(9, 13))) for c in cells]
         text = _and([f"a {o[1]} {o[0]} at the {ds.QUADRANT_WORDS[c]}" for o, c in zip(objs, cells)])
         return ds.shapes_image(objs, rng), text
-    if r < 0.65:
+    if r < 0.55:
         obj = ds.one_shape(rng)
         return ds.shapes_image([obj], rng), f"a {obj[1]} {obj[0]}"
-    if r < 0.85:
+    if r < 0.90:
         idx = int(rng.choice(digit_pool))
         return ds.digit_image(digits.images[idx], rng), f"the handwritten digit {int(digits.target[idx])}"
     colors = tuple(str(c) for c in rng.choice(list(ds.STRIPE_COLORS), size=3, replace=False))

@@ -1,0 +1,114 @@
+"""The feature store of one round: projected gradients and the scores of the same pass, by row.
+
+Layout of a store folder (``RUN_DIR/rounds/<t>/features/``)::
+
+    meta.json        n, dim, projector, seed, layers, columns of scores (written first)
+    uids.parquet     row -> uid (the pool order of the round)
+    features.f16     memory-mapped float16 [n, dim], row i written in place by whoever computes it
+    scores.f32       memory-mapped float32 [n, len(SCORE_COLUMNS)]
+    done.u8          memory-mapped uint8 [n]: 1 once row i's features and scores are flushed
+
+Rows are flushed before their ``done`` flag, so an interrupted extraction resumes with the rows
+not yet done, and ranks of ``accelerate launch`` write disjoint rows of the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adapt.errors import AdaptError
+from adapt.io import read_json, write_json_atomic, write_with_atomic
+
+SCORE_COLUMNS = ("loss", "ppl", "el2n", "entropy", "grand", "answer_tokens")
+
+
+class FeatureStore:
+    """Open (or create with :meth:`create`) the store in ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise AdaptError(f"{self.root}: no feature store here (meta.json missing)")
+        self.meta: dict[str, Any] = read_json(meta_path)
+        self.n = int(self.meta["n"])
+        self.dim = int(self.meta["dim"])
+
+    # ---------------------------------------------------------------------------------- creation
+    @classmethod
+    def create(cls, root: str | Path, uids: list[str], dim: int, **settings: Any) -> "FeatureStore":
+        """Create the files (zero-filled, nothing done), or open the store already there when its
+        settings and uids are the same (an interrupted extraction); a different one is an error."""
+        root = Path(root)
+        meta = {"n": len(uids), "dim": dim, "scores": list(SCORE_COLUMNS), **settings}
+        if (root / "meta.json").is_file():
+            old = read_json(root / "meta.json")
+            same_uids = pd.read_parquet(root / "uids.parquet")["uid"].tolist() == list(uids)
+            if old == meta and same_uids:
+                return cls(root)
+            raise AdaptError(f"{root}: holds features of other settings or samples; remove it to recompute")
+        root.mkdir(parents=True, exist_ok=True)
+        write_with_atomic(root / "uids.parquet", lambda tmp: pd.DataFrame({"uid": list(uids)}).to_parquet(tmp))
+        for name, dtype, shape in cls._files(len(uids), dim):  # zero-filled raw files of the right size
+            with open(root / name, "wb") as fh:
+                fh.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        write_json_atomic(root / "meta.json", meta)  # last: a store without meta.json is not one
+        return cls(root)
+
+    @staticmethod
+    def _files(n: int, dim: int) -> list[tuple[str, str, tuple[int, ...]]]:
+        return [("features.f16", "float16", (n, dim)), ("scores.f32", "float32", (n, len(SCORE_COLUMNS))),
+                ("done.u8", "uint8", (n,))]
+
+    def _map(self, name: str, mode: str = "r") -> np.memmap:
+        for fname, dtype, shape in self._files(self.n, self.dim):
+            if fname == name:
+                if self.n == 0:
+                    return np.zeros(shape, dtype=dtype)  # type: ignore[return-value]
+                return np.memmap(self.root / fname, dtype=dtype, mode=mode, shape=shape)
+        raise KeyError(name)
+
+    # ---------------------------------------------------------------------------------- writing
+    def write_rows(self, rows: np.ndarray, features: np.ndarray, scores: np.ndarray) -> None:
+        """Write rows in place and flush them, then flag them done."""
+        feats = self._map("features.f16", "r+")
+        sc = self._map("scores.f32", "r+")
+        feats[rows] = features.astype(np.float16)
+        sc[rows] = scores.astype(np.float32)
+        feats.flush()
+        sc.flush()
+        done = self._map("done.u8", "r+")
+        done[rows] = 1
+        done.flush()
+
+    # ---------------------------------------------------------------------------------- reading
+    def done_mask(self) -> np.ndarray:
+        return np.array(self._map("done.u8"), dtype=bool)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done_mask().all())
+
+    def uids(self) -> list[str]:
+        return pd.read_parquet(self.root / "uids.parquet")["uid"].tolist()
+
+    def features(self) -> np.ndarray:
+        """The raw projected gradients, float16 ``[n, dim]`` (a read-only memory map)."""
+        return self._map("features.f16")
+
+    def normalized(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """L2-normalised rows as float32 (a zero row stays zero)."""
+        x = np.asarray(self._map("features.f16")[rows], dtype=np.float32)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norm > 0, norm, 1.0)
+
+    def scores(self) -> pd.DataFrame:
+        """uid and the scores of the gradient pass, one row per sample."""
+        df = pd.DataFrame(np.array(self._map("scores.f32")), columns=list(SCORE_COLUMNS))
+        df.insert(0, "uid", self.uids())
+        df["answer_tokens"] = df["answer_tokens"].astype(int)
+        return df
