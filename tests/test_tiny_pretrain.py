@@ -37,8 +37,8 @@ def test_digit_captions_come_from_the_pool_given():
 def test_shape_captions_name_each_shape_with_its_quadrant():
     from sklearn.datasets import load_digits
 
-    rng = np.random.default_rng(1)
-    texts = [caption_item(rng, load_digits(), np.arange(10))[1] for _ in range(300)]
+    rng, digits = np.random.default_rng(1), load_digits()
+    texts = [caption_item(rng, digits, np.arange(10))[1] for _ in range(300)]
     multi = [t for t in texts if " and a " in t]
     assert multi
     for t in multi:  # "a red circle at the top left, a blue square at the top right and a ..."
