@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--preset", choices=list(PRESETS), default="tiny")
     ap.add_argument("--projector", default="sjlt", choices=PROJECTORS.names())
     ap.add_argument("--n", type=int, default=None, help="samples per measurement")
+    ap.add_argument("--layers", default="all", help="all | last | a regular expression on LoRA module names")
     args = ap.parse_args()
     p = PRESETS[args.preset]
     device, bs, dim, n = p["device"], p["batch"], p["dim"], args.n or p["n"]
@@ -121,7 +122,7 @@ def main() -> None:
         if "lora_B" in name:
             torch.nn.init.normal_(prm, std=0.02)
     model.to(device)
-    linears = lora_linears(model)
+    linears = lora_linears(model, args.layers if args.layers in ("all", "last") else [args.layers])
     lora_params = [lin.module.weight for lin in linears]
     P = sum(w.numel() for w in lora_params)
     collate = Collator(family, 1024)
@@ -227,7 +228,7 @@ def main() -> None:
 
     out = {
         "preset": args.preset, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "projector": args.projector, "dim": dim, "lora_params": P, "samples": n, "batch": bs,
+        "projector": args.projector, "layers": args.layers, "dim": dim, "lora_params": P, "samples": n, "batch": bs,
         "train_samples_per_s": round(n / train_s, 2), "features_samples_per_s": round(n / feat_s, 2),
         "reference_samples_per_s": round(n / ref_s, 2), "ratio_to_train": round(train_s / feat_s, 3),
         "speedup_vs_reference": round(ref_s / feat_s, 2),

@@ -84,3 +84,12 @@ def test_same_seed_same_features_in_another_process(name, tmp_path):
     theirs = torch.load(tmp_path / "f.pt")
     ours = PROJECTORS.get(name)(1024, seed=3).project(blocks)
     assert torch.equal(theirs, ours)
+
+
+def test_trak_projector_when_traker_is_installed():
+    pytest.importorskip("trak")
+    blocks = _gradients(n=24, P=6000)
+    exact = _cos(torch.cat(list(blocks.values()), dim=1))
+    feats = PROJECTORS.get("trak")(2048, seed=0).project(blocks)
+    iu = torch.triu_indices(24, 24, 1)
+    assert (exact - _cos(feats))[iu[0], iu[1]].abs().mean().item() <= 0.04  # JL error at d=2048
