@@ -59,9 +59,10 @@ def build_tiny(tmp: Path, n: int):
     return b.model, b.family, samples[:n]
 
 
-def build_1b(n: int, seq: int):
+def build_1b(n: int, seq: int, device: str = "cuda", hidden: int = 2048, layers: int = 16, mlp: int = 5504):
     """Random-init Llama-architecture, 0.94B parameters (hidden 2048, 16 layers, MLP 5504, vocab
-    32000), bf16 on CUDA; text samples of ``seq`` byte tokens, the second half the answer."""
+    32000), bf16 on CUDA; text samples of ``seq`` byte tokens, the second half the answer.
+    (``--smoke`` runs the same code with a small width and depth on the CPU.)"""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from adapt.data.sample import Sample
@@ -69,11 +70,11 @@ def build_1b(n: int, seq: int):
     from adapt.models.tiny import byte_level_tokenizer
 
     tok = byte_level_tokenizer(["<pad>", "<s>", "</s>"], pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5504, num_hidden_layers=16,
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
                       num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048,
                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).to(device="cuda", dtype=torch.bfloat16)
+    model = LlamaForCausalLM(cfg).to(device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
     family = FAMILIES.get("causal_lm")(cfg, tok, None)
     g = torch.Generator().manual_seed(0)
     letters = "abcdefghijklmnopqrstuvwxyz "
@@ -108,14 +109,23 @@ def main() -> None:
     ap.add_argument("--preset", choices=list(PRESETS), default="tiny")
     ap.add_argument("--projector", default="sjlt", choices=PROJECTORS.names())
     ap.add_argument("--n", type=int, default=None, help="samples per measurement")
+    ap.add_argument("--smoke", action="store_true",
+                    help="with --preset 1b: the same code on the CPU with a 2-layer, 256-wide model, seq 128")
     ap.add_argument("--layers", default="all", help="all | last | a regular expression on LoRA module names")
     args = ap.parse_args()
     p = PRESETS[args.preset]
     device, bs, dim, n = p["device"], p["batch"], p["dim"], args.n or p["n"]
+    if args.smoke:
+        device, n = "cpu", args.n or 32
     if device == "cuda" and not torch.cuda.is_available():
-        sys.exit("preset 1b needs a CUDA GPU")
+        sys.exit("preset 1b needs a CUDA GPU (or --smoke)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
-    model, family, samples = build_tiny(tmp, n) if args.preset == "tiny" else build_1b(n, p["seq"])
+    if args.preset == "tiny":
+        model, family, samples = build_tiny(tmp, n)
+    elif args.smoke:
+        model, family, samples = build_1b(n, 128, "cpu", hidden=256, layers=2, mlp=688)
+    else:
+        model, family, samples = build_1b(n, p["seq"])
     torch.manual_seed(0)
     model = add_new_adapter(model, LoraSettings(**p["lora"]))
     for name, prm in model.named_parameters():  # a trained-looking adapter: B != 0
@@ -227,7 +237,7 @@ def main() -> None:
     cos_mae = (cos(exact) - cos(ours[:m].cpu()))[iu[0], iu[1]].abs().mean().item()
 
     out = {
-        "preset": args.preset, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "preset": args.preset + (" (smoke)" if args.smoke else ""), "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "projector": args.projector, "layers": args.layers, "dim": dim, "lora_params": P, "samples": n, "batch": bs,
         "train_samples_per_s": round(n / train_s, 2), "features_samples_per_s": round(n / feat_s, 2),
         "reference_samples_per_s": round(n / ref_s, 2), "ratio_to_train": round(train_s / feat_s, 3),

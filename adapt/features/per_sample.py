@@ -138,7 +138,8 @@ def per_token_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
     nll = -logp.gather(1, y[:, None]).squeeze(1)
     p = logp.exp()
     ent = -(p * logp).sum(-1)
-    el2n_tok = torch.sqrt(((p - F.one_hot(y, p.shape[-1]).to(p.dtype)) ** 2).sum(-1))
+    p_y = p.gather(1, y[:, None]).squeeze(1)  # ‖p − e_y‖² = Σp² − 2p_y + 1, without a one-hot [M, V]
+    el2n_tok = torch.sqrt(((p * p).sum(-1) - 2 * p_y + 1).clamp(min=0))
 
     def per_sample(v: torch.Tensor) -> torch.Tensor:
         return torch.zeros(n, dtype=v.dtype, device=v.device).index_add_(0, rows, v)
@@ -183,13 +184,16 @@ def _per_sample_block(name: str, u: torch.Tensor, g: torch.Tensor, n: int,
         return out.index_add_(0, owner_of_image, per_image)
     sizes = torch.tensor(image_sizes or images_per_sample, device=u.device)
     rows_per_image = sizes * u.shape[0] // sizes.sum()
-    owner = torch.repeat_interleave(owner_of_image, rows_per_image)
-    out = u.new_zeros((n, g.shape[-1], u.shape[-1]), dtype=torch.float32)
-    for i in range(n):
-        rows = owner == i
-        if rows.any():
-            out[i] = g[rows].float().T @ u[rows].float()
-    return out
+    owner = torch.repeat_interleave(owner_of_image, rows_per_image)  # non-decreasing: sample order
+    counts = torch.bincount(owner, minlength=n)
+    start = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(owner.numel(), device=u.device) - start[owner]
+    width = int(counts.max()) if owner.numel() else 0
+    u_pad = u.new_zeros((n, width, u.shape[-1]), dtype=torch.float32)
+    g_pad = g.new_zeros((n, width, g.shape[-1]), dtype=torch.float32)
+    u_pad[owner, pos] = u.float()
+    g_pad[owner, pos] = g.float()
+    return torch.einsum("nto,nti->noi", g_pad, u_pad)  # each sample's rows, zero-padded
 
 
 def per_sample_gradients(model: Any, batch: dict[str, torch.Tensor], linears: list[LoraLinear],
