@@ -1,0 +1,104 @@
+"""Adapt-∞'s selection parts on constructed data, against hand computations: the entropy
+criterion, the budget splits, and the samplers (CCS strata, under-full strata, exact budgets)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adapt.selection.budget import BUDGET_SPLITS, split_proportional, split_uniform, split_weighted
+from adapt.selection.expert_choice import choose_expert, histogram_entropy
+from adapt.selection.samplers import SAMPLERS, sample_ccs
+
+
+def test_histogram_entropy_by_hand():
+    # z = [-1, -1, 1, 1]: two bins of two -> 1 bit
+    assert histogram_entropy(np.array([0, 0, 1, 1.0])) == pytest.approx(1.0)
+    # z = [-0.577 x3, 1.732]: p = (3/4, 1/4)
+    assert histogram_entropy(np.array([0, 0, 0, 1.0])) == pytest.approx(-(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)))
+    assert histogram_entropy(np.array([5.0, 5.0, 5.0])) == 0.0
+    # bins over ±4 of the standardised scores: the scale of a score does not matter
+    x = np.random.default_rng(0).normal(size=500)
+    assert histogram_entropy(1000 * x + 7) == pytest.approx(histogram_entropy(x))
+
+
+def test_choose_expert_picks_the_most_spread_score():
+    best, ent = choose_expert({"ppl": np.array([0, 0, 0, 1.0]), "el2n": np.array([0, 0, 1, 1.0]),
+                               "entropy": np.array([2.0, 2, 2, 2])})
+    assert best == "el2n" and ent["entropy"] == 0.0
+    assert choose_expert({"a": np.array([0, 1.0]), "b": np.array([3, 4.0])})[0] == "a"  # tie: the first
+
+
+def test_uniform_split_by_hand():
+    assert split_uniform([2, 10, 10], 12) == [2, 5, 5]  # 2 < ceil(12/3) = 4: taken whole, 10 left for two
+    assert split_uniform([50, 1, 1], 30) == [28, 1, 1]
+    assert split_uniform([2, 3], 10) == [2, 3]  # the budget is larger than the pool
+    assert split_uniform([4, 4, 4], 10) == [4, 3, 3]  # ceil(10/3) = 4 for the first (by index on ties)
+    assert split_uniform([], 5) == []
+
+
+def test_weighted_splits_by_hand():
+    assert split_proportional([10, 30, 60], 10) == [1, 3, 6]
+    # cluster 0 wants 10 of 12 but holds 1; the other 11 split 5.5 / 5.5, the remainder to the first
+    assert split_weighted([1, 100, 100], [10, 1, 1], 12) == [1, 6, 5]
+    assert BUDGET_SPLITS.get("score_std")([5, 5], 4, stds=[3.0, 1.0]) == [3, 1]
+
+
+@pytest.mark.parametrize("name", BUDGET_SPLITS.names())
+@pytest.mark.parametrize("sizes,budget", [([3, 7, 20, 1], 15), ([5, 5], 100), ([0, 9, 4], 9)])
+def test_every_split_gives_exactly_the_budget(name, sizes, budget):
+    out = BUDGET_SPLITS.get(name)(sizes, budget, stds=[1.0 + i for i in range(len(sizes))])
+    assert sum(out) == min(budget, sum(sizes)) and all(0 <= o <= s for o, s in zip(out, sizes))
+
+
+def test_ccs_takes_one_per_stratum_from_the_top():
+    scores = np.arange(100, dtype=float)  # kept after trimming: 5..94; 50 strata of width 1.78
+    picked = sample_ccs(scores, 10, np.random.default_rng(0))
+    edges = np.linspace(5, 94, 51)
+    strata = np.clip(np.searchsorted(edges, scores[picked], side="right") - 1, 0, 49)
+    assert sorted(strata.tolist()) == list(range(40, 50))  # one from each of the 10 highest strata
+
+
+def test_ccs_under_full_strata_and_trimmed_fill():
+    scores = np.arange(20, dtype=float)  # trimming drops 0 and 19; every stratum holds at most one
+    assert set(sample_ccs(scores, 18, np.random.default_rng(0)).tolist()) == set(range(1, 19))
+    got = set(sample_ccs(scores, 19, np.random.default_rng(0)).tolist())
+    assert set(range(1, 19)) < got and len(got - set(range(1, 19))) == 1  # one of the trimmed ones
+
+
+@pytest.mark.parametrize("name", SAMPLERS.names())
+@pytest.mark.parametrize("b", [0, 1, 7, 40, 60])
+def test_every_sampler_returns_exactly_b_distinct_and_is_seeded(name, b):
+    scores = np.random.default_rng(1).gamma(2.0, size=40)
+    a = SAMPLERS.get(name)(scores, b, np.random.default_rng(3))
+    assert len(a) == min(b, 40) and len(set(a.tolist())) == len(a)
+    assert np.array_equal(a, SAMPLERS.get(name)(scores, b, np.random.default_rng(3)))
+
+
+def test_top_and_bottom():
+    s = np.array([0.3, 0.9, 0.1, 0.5])
+    assert SAMPLERS.get("top")(s, 2, None).tolist() == [1, 3]
+    assert SAMPLERS.get("bottom")(s, 2, None).tolist() == [2, 0]
+
+
+def _three_skills(n_per: int = 60, d: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(d)[:3] * 5
+    x = np.concatenate([c + rng.normal(scale=0.6, size=(n_per, d)) for c in centres])
+    return x, np.repeat(np.arange(3), n_per)
+
+
+def test_spherical_kmeans_recovers_constructed_clusters_and_is_seeded():
+    from sklearn.metrics import adjusted_rand_score
+
+    from adapt.selection.clustering import cluster, spherical_kmeans
+
+    x, truth = _three_skills()
+    a = spherical_kmeans(x, 3, seed=5)
+    assert adjusted_rand_score(truth, a.labels) == 1.0
+    np.testing.assert_allclose(np.linalg.norm(a.centroids, axis=1), 1.0, rtol=1e-5)
+    assert np.array_equal(a.labels, spherical_kmeans(x, 3, seed=5).labels)  # same seed, same clusters
+    assert cluster(x, "auto", seed=0).k == 3
+    assert spherical_kmeans(x[:2], 10).k == 2  # k capped at the number of rows
