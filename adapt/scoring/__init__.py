@@ -1,1 +1,6 @@
-"""scoring"""
+"""Selector experts (one file each, registered in ``SCORERS``)."""
+
+from adapt.scoring import image_grounding, loss_based  # noqa: F401  (registration)
+from adapt.scoring.base import SCORERS, ScoringContext
+
+__all__ = ["SCORERS", "ScoringContext"]

@@ -1,0 +1,62 @@
+"""Every registered expert gives one finite score per sample; the loss-based ones are the gradient
+pass's stored scores, image_grounding is the PPL ratio worked out with a zeroed image, 1 without one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adapt.config import LoraSettings
+from adapt.features.extract import extract_features
+from adapt.features.per_sample import lora_linears
+from adapt.features.projectors import PROJECTORS
+from adapt.features.store import FeatureStore
+from adapt.models.collate import Collator
+from adapt.models.loading import load_model
+from adapt.models.lora import add_new_adapter
+from adapt.scoring import SCORERS, ScoringContext
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_models, toy_samples, tmp_path_factory):
+    b = load_model(tiny_models["tiny-llava"])
+    torch.manual_seed(0)
+    b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
+    for name, p in b.model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    store = FeatureStore.create(tmp_path_factory.mktemp("f") / "f", [s.uid for s in toy_samples], 64,
+                                projector="sjlt", seed=0)
+    extract_features(b.model, b.family, toy_samples, store, PROJECTORS.get("sjlt")(64), lora_linears(b.model),
+                     batch_size=2, max_length=256, progress=False)
+    return ScoringContext(samples=toy_samples, store=store, model=b.model, family=b.family, batch_size=2,
+                          max_length=256)
+
+
+@pytest.mark.parametrize("name", SCORERS.names())
+def test_every_scorer_gives_one_finite_score_per_sample(name, ctx):
+    s = SCORERS.get(name)(ctx)
+    assert s.shape == (len(ctx.samples),) and np.isfinite(s).all()
+
+
+@pytest.mark.parametrize("name", ["ppl", "el2n", "entropy", "grand"])
+def test_loss_based_experts_are_the_stored_scores(name, ctx):
+    np.testing.assert_array_equal(SCORERS.get(name)(ctx), ctx.store.scores()[name].to_numpy(dtype=np.float64))
+
+
+def test_image_grounding_by_hand(ctx):
+    got = SCORERS.get("image_grounding")(ctx)
+    collate = Collator(ctx.family, 256)
+    for i, s in enumerate(ctx.samples):
+        if not s.images:
+            assert got[i] == 1.0  # text only: not grounded
+            continue
+        batch = collate([s])
+        with torch.no_grad():
+            with_image = ctx.model(**batch).loss.item()
+            blind = ctx.model(**dict(batch, pixel_values=torch.zeros_like(batch["pixel_values"]))).loss.item()
+        assert got[i] == pytest.approx(math.exp(blind) / math.exp(with_image), rel=1e-4)
+        assert got[i] != 1.0
