@@ -102,3 +102,33 @@ def test_spherical_kmeans_recovers_constructed_clusters_and_is_seeded():
     assert np.array_equal(a.labels, spherical_kmeans(x, 3, seed=5).labels)  # same seed, same clusters
     assert cluster(x, "auto", seed=0).k == 3
     assert spherical_kmeans(x[:2], 10).k == 2  # k capped at the number of rows
+
+
+def test_max_cos_to_earlier_equals_the_quadratic_reference():
+    from adapt.selection.pruning import max_cos_to_earlier
+
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    g = x @ x.T
+    ref = np.array([-np.inf] + [g[j, :j].max() for j in range(1, 50)], dtype=np.float32)
+    np.testing.assert_allclose(max_cos_to_earlier(x, block=7), ref, rtol=1e-5)  # blocks of 7: across and within
+
+
+def test_semdedup_drops_exact_then_near_duplicates_and_keeps_the_cap():
+    from adapt.selection.pruning import semdedup_keep
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(20, 16))
+    exact = base[[2, 5, 9]]  # rows 20, 21, 22: exact repeats
+    near = base[[0, 7]] + rng.normal(scale=0.01, size=(2, 16))  # rows 23, 24: near repeats
+    x = np.concatenate([base, exact, near])
+    labels = np.zeros(len(x), dtype=int)
+    kept = semdedup_keep(x, labels, keep=20)
+    assert kept.tolist() == list(range(20))  # the 5 later copies go, the originals stay
+    kept22 = semdedup_keep(x, labels, keep=22)
+    assert set(range(20)) < set(kept22.tolist()) and set(kept22.tolist()) - set(range(20)) <= {23, 24}
+    # two clusters: shares follow their sizes (25 and 75 rows -> 5 and 15 of 20)
+    y = rng.normal(size=(100, 16))
+    lab = np.array([0] * 25 + [1] * 75)
+    k = semdedup_keep(y, lab, keep=20)
+    assert len(k) == 20 and (k < 25).sum() == 5
