@@ -86,6 +86,12 @@ class StreamConfig(_Section):
 class SelectionConfig(_Section):
     method: str = "random"
     budget: Union[StrictInt, float] = Field(0.25, description="a fraction (float) of the round's pool, or a count (int)")
+    k: Union[StrictInt, Literal["auto"]] = Field(10, description="adapt_inf: pseudo-skill clusters (or auto: silhouette)")
+    experts: list[str] = Field(default_factory=lambda: ["ppl", "el2n", "entropy", "grand", "image_grounding"],
+                               description="adapt_inf: the selector experts competing in each cluster")
+    expert_choice: str = Field("entropy", description="adapt_inf: entropy, or fixed:<expert>")
+    budget_split: str = Field("uniform", description="adapt_inf: uniform | proportional | score_std")
+    sampler: str = Field("ccs", description="adapt_inf: ccs | top | bottom | random")
 
     @field_validator("budget")
     @classmethod

@@ -106,6 +106,9 @@ class ContinualRun:
         if config.selection.method not in SELECTORS:
             raise AdaptError(f"selection.method: unknown selector {config.selection.method!r}; "
                              f"known: {', '.join(SELECTORS.names())}")
+        if getattr(SELECTORS.get(config.selection.method), "needs_features", False) and not config.features.enabled:
+            raise AdaptError(f"selection.method={config.selection.method} needs the gradient features: "
+                             "set features.enabled=true")
         if config.features.enabled:
             from adapt.features.projectors import PROJECTORS
 
@@ -247,7 +250,7 @@ class ContinualRun:
         model = self._model_after(t - 1) if self.selector.needs_model else None
         ctx = SelectionContext(round=t, pool=pool, new_uids=new_uids, budget=budget,
                                seed=phase_seed(self.config.seed, t, "select"), run_dir=self.run_dir,
-                               model=model, config=self.config)
+                               model=model, config=self.config, extras={"pool": self.pool})
         table = self.selector.select(ctx)
         path = self.round_dir(t) / "selection.parquet"
         write_with_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))

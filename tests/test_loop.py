@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -289,3 +290,26 @@ def test_features_every_round_match_a_direct_computation(tmp_path):
     direct = PROJECTORS.get("sjlt")(256, seed=cfg.seed).project(res.grads).numpy()
     np.testing.assert_allclose(np.array(store.features()[:4], dtype=np.float32), direct, rtol=2e-3, atol=1e-3)
     np.testing.assert_allclose(store.scores()["loss"].to_numpy()[:4], res.loss.numpy(), rtol=1e-4)
+
+
+def test_adapt_inf_round_by_round(tmp_path):
+    """adapt_inf: exactly the budget each round, each cluster's expert is the entropy criterion's
+    choice on the stored scores, and the experts' scores sit in scores.parquet."""
+    from adapt.selection.expert_choice import choose_expert
+
+    with pytest.raises(Exception, match="features.enabled"):
+        ContinualRun.create(tmp_path / "nofeat", small_config(tmp_path, "selection.method=adapt_inf"), progress=False)
+    cfg = small_config(tmp_path, "selection.method=adapt_inf", "selection.k=3", "features.enabled=true",
+                       "features.dim=64", "selection.budget=0.3")
+    metrics = ContinualRun.create(tmp_path / "run", cfg, progress=False).run()
+    assert len(metrics["accuracy_matrix"]) == 6
+    experts = cfg.selection.experts
+    for t in range(6):
+        sel = pd.read_parquet(tmp_path / "run" / f"rounds/{t}/selection.parquet")
+        scores = pd.read_parquet(tmp_path / "run" / f"rounds/{t}/scores.parquet")
+        assert int(sel["selected"].sum()) == round(0.3 * len(sel)) == metrics["samples_trained"][t]
+        assert sel["uid"].tolist() == scores["uid"].tolist() and set(experts) <= set(scores.columns)
+        for c, grp in scores.groupby("cluster"):
+            want = choose_expert({e: grp[e].to_numpy() for e in experts})[0]
+            assert set(sel.loc[grp.index, "expert"]) == {want}
+            assert np.allclose(sel.loc[grp.index, "score"], grp[want])

@@ -1,5 +1,6 @@
 """Selectors (registry ``SELECTORS``), budget rules, and permanent pruning."""
 
+from adapt.selection import adapt_inf as _adapt_inf  # noqa: F401  (registers adapt_inf)
 from adapt.selection import baselines as _baselines  # noqa: F401  (registers full/random/multitask)
 from adapt.selection.base import SELECTORS, SelectionContext, Selector, resolve_budget
 
