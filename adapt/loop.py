@@ -386,7 +386,7 @@ class ContinualRun:
         excess = len(active) - limit
         if excess <= 0:
             return
-        pruned = self.selector.prune(self.pool, active, limit, phase_seed(self.config.seed, t, "prune")) \
+        pruned = self.selector.prune(active, limit, phase_seed(self.config.seed, t, "prune"), self.round_dir(t)) \
             if hasattr(self.selector, "prune") else None
         if pruned is None:
             rng = np.random.default_rng(phase_seed(self.config.seed, t, "prune"))

@@ -313,3 +313,16 @@ def test_adapt_inf_round_by_round(tmp_path):
             want = choose_expert({e: grp[e].to_numpy() for e in experts})[0]
             assert set(sel.loc[grp.index, "expert"]) == {want}
             assert np.allclose(sel.loc[grp.index, "score"], grp[want])
+
+
+def test_adapt_inf_prunes_with_semdedup_to_the_cap(tmp_path):
+    from adapt.data.pool import DataPool
+
+    cfg = small_config(tmp_path, "selection.method=adapt_inf", "selection.k=2", "features.enabled=true",
+                       "features.dim=64", "pool.max_size=40", "selection.experts=[ppl, el2n]")
+    metrics = ContinualRun.create(tmp_path / "run", cfg, progress=False).run()
+    assert all(n <= 40 for n in metrics["pool_size"]) and metrics["pool_size"][-1] == 40
+    pool = DataPool(tmp_path / "run" / "pool")
+    pruned = pool.table(status="pruned", columns=["uid", "pruned_round", "pruned_reason"])
+    assert len(pruned) > 0 and set(pruned["pruned_reason"]) == {"semdedup (adapt_inf)"}
+    assert len(pool) == 40

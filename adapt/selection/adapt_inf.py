@@ -67,6 +67,25 @@ class AdaptInf(Selector):
                 selected[m[SAMPLERS.get(sc.sampler)(scores[e][m], q, rng)]] = True
         return selection_frame(ctx.pool, selected, scores=score_col, clusters=clusters.labels, experts=expert_col)
 
+    def prune(self, active: pd.DataFrame, limit: int, seed: int, round_dir) -> tuple[list[str], str] | None:
+        """SemDeDup inside the round's clusters on the gradient features (METHODS.md item 7): keep
+        ``limit`` samples, each cluster its share by size, the least redundant first."""
+        from adapt.features.store import FeatureStore
+        from adapt.selection.pruning import semdedup_keep
+
+        store_dir = round_dir / "features"
+        sel_path = round_dir / "selection.parquet"
+        if not (store_dir / "meta.json").is_file() or not sel_path.is_file():
+            return None
+        store = FeatureStore(store_dir)
+        sel = pd.read_parquet(sel_path, columns=["uid", "cluster"])
+        uids = active["uid"].tolist()
+        if store.uids() != uids or sel["uid"].tolist() != uids:
+            return None  # the pool changed since the features: fall back to the loop's default
+        keep = semdedup_keep(store.normalized(), sel["cluster"].to_numpy(), limit)
+        dropped = np.setdiff1d(np.arange(len(uids)), keep)
+        return [uids[i] for i in dropped], "semdedup (adapt_inf)"
+
     @staticmethod
     def _expert(rule: str, scores: dict[str, np.ndarray]) -> str:
         if rule.startswith("fixed:"):
