@@ -139,6 +139,9 @@ class FeaturesConfig(_Section):
 
 class PoolConfig(_Section):
     max_size: Union[StrictInt, float, None] = Field(None, description="cap on the active pool: a count or a fraction")
+    prune_embedding: Literal["gradient", "hidden"] = Field(
+        "gradient", description="what SemDeDup prunes on: the round's gradient features, or the last hidden "
+                                "states (mean over tokens) of the model after the round")
 
 
 class TrackingConfig(_Section):

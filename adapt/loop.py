@@ -93,6 +93,7 @@ class ContinualRun:
         self.selector: Selector = SELECTORS.get(config.selection.method)(config)
         self._bundle: ModelBundle | None = None
         self._bundle_tag: str | None = None
+        self._bundle_full = False
         self._eval_cache: dict[str, list[Sample]] = {}
         self._accelerator = None
         self._loggers = None
@@ -211,9 +212,12 @@ class ContinualRun:
         return bundle
 
     def _model_after(self, t: int) -> ModelBundle:
-        """The model after round ``t`` in eval mode, cached between phases."""
+        """The model after round ``t`` in eval mode, cached between phases. Round t+1's model to
+        train, before training, computes the same function (a fresh LoRA adapter adds B·A = 0; a
+        continued one is round t's), so the features phase's bundle serves here as well."""
         tag = f"after:{t}"
-        if self._bundle_tag == tag and self._bundle is not None:
+        if self._bundle is not None and self._bundle_tag in (tag, f"to_train:{t + 1}"):
+            self._bundle.model.eval()
             return self._bundle
         self._bundle = None
         bundle = self._build_after(t)
@@ -250,12 +254,19 @@ class ContinualRun:
         model = self._model_after(t - 1) if self.selector.needs_model else None
         ctx = SelectionContext(round=t, pool=pool, new_uids=new_uids, budget=budget,
                                seed=phase_seed(self.config.seed, t, "select"), run_dir=self.run_dir,
-                               model=model, config=self.config, extras={"pool": self.pool})
+                               model=model, config=self.config, extras={"pool": self.pool},
+                               progress=self.progress)
         table = self.selector.select(ctx)
         path = self.round_dir(t) / "selection.parquet"
         write_with_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
         n = int(table["selected"].sum())
         self._log(f"  select [bold]{self.selector.name}[/]: {n} of {len(pool)} samples")
+        if (table["cluster"] >= 0).any():
+            from adapt.tracking.report import round_selection_plot
+
+            round_selection_plot(self.run_dir, t, self.selector.name)
+            chosen = table.groupby("cluster")["expert"].first().value_counts().to_dict()
+            self._log("  experts per cluster: " + ", ".join(f"{e} ×{c}" for e, c in chosen.items()))
 
     def _model_to_train(self, t: int) -> tuple[ModelBundle, bool]:
         """The model round ``t`` trains, before training: every weight (round 0 of
@@ -289,6 +300,7 @@ class ContinualRun:
         fc = self.config.features
         self._bundle, self._bundle_tag = None, None
         bundle, full = self._model_to_train(t)
+        self._bundle, self._bundle_tag, self._bundle_full = bundle, f"to_train:{t}", full  # reused by train
         if full:
             self._log("  features: none in a round that trains every weight (no LoRA adapter yet)")
             return
@@ -304,6 +316,8 @@ class ContinualRun:
                          PROJECTORS.get(fc.projector)(fc.dim, seed=self.config.seed), linears, fc.batch_size,
                          self.config.model.max_length, accelerator=self.accelerator, progress=self.progress,
                          desc=f"round {t} features")
+        for p in bundle.model.parameters():
+            p.grad = None
         self._log(f"  features: {store.n} samples × d={fc.dim} ({fc.projector}, "
                   f"{sum(lin.numel for lin in linears):,} LoRA weights)")
 
@@ -311,10 +325,13 @@ class ContinualRun:
         table = pd.read_parquet(self.round_dir(t) / "selection.parquet")
         uids = table.loc[table["selected"], "uid"].tolist()
         samples = self.pool.samples(uids)
-        self._bundle, self._bundle_tag = None, None
         seed = phase_seed(self.config.seed, t, "train")
         tcfg = self.config.training
-        bundle, full = self._model_to_train(t)
+        if self._bundle is not None and self._bundle_tag == f"to_train:{t}":  # built by the features phase
+            bundle, full = self._bundle, self._bundle_full
+        else:
+            self._bundle, self._bundle_tag = None, None
+            bundle, full = self._model_to_train(t)
         if full:
             lr, epochs = tcfg.first_round_lr or tcfg.lr, tcfg.first_round_epochs or tcfg.epochs
         else:
@@ -386,8 +403,14 @@ class ContinualRun:
         excess = len(active) - limit
         if excess <= 0:
             return
-        pruned = self.selector.prune(active, limit, phase_seed(self.config.seed, t, "prune"), self.round_dir(t)) \
-            if hasattr(self.selector, "prune") else None
+        pruned = None
+        if hasattr(self.selector, "prune"):
+            embedding = "features"
+            if self.config.pool.prune_embedding == "hidden":
+                self._hidden_states(t, active["uid"].tolist())
+                embedding = "hidden"
+            pruned = self.selector.prune(active, limit, phase_seed(self.config.seed, t, "prune"), self.round_dir(t),
+                                         embedding=embedding, progress=self.progress)
         if pruned is None:
             rng = np.random.default_rng(phase_seed(self.config.seed, t, "prune"))
             pruned = active["uid"].to_numpy()[rng.choice(len(active), size=excess, replace=False)].tolist()
@@ -396,6 +419,19 @@ class ContinualRun:
             pruned, reason = pruned
         self.pool.prune(pruned, round=t, reason=reason)
         self._log(f"  prune: {len(pruned)} samples tombstoned ({reason}); pool {len(self.pool)}")
+
+    def _hidden_states(self, t: int, uids: list[str]) -> None:
+        """rounds/<t>/hidden: the model after round t embeds the active pool (last hidden states,
+        mean over tokens) for ``pool.prune_embedding: hidden``."""
+        from adapt.features.extract import extract_hidden
+        from adapt.features.store import FeatureStore
+
+        bundle = self._model_after(t)
+        hidden = bundle.model.get_input_embeddings().embedding_dim
+        store = FeatureStore.create(self.round_dir(t) / "hidden", uids, hidden, projector="hidden-mean",
+                                    layers="last")
+        extract_hidden(bundle.model, bundle.family, self.pool.samples(uids), store, self.config.features.batch_size,
+                       self.config.model.max_length, progress=self.progress, desc=f"round {t} hidden states")
 
     def phase_checkpoint(self, t: int) -> None:
         pool = self.pool.table(status="active", columns=["uid", "dataset"])
@@ -411,6 +447,13 @@ class ContinualRun:
         row |= {"round": t, "samples_trained": train["samples"], "train/loss_last": train["last_loss"],
                 "pool_size": len(pool), "avg_accuracy": metrics["avg_accuracy"]}
         loggers.log({k: v for k, v in row.items() if v is not None}, step=t)
+        plot = self.run_dir / "plots" / f"selection_round_{t}.png"
+        if plot.is_file():
+            loggers.log_image("selection_by_cluster", plot, step=t)
+        experts = self.round_dir(t) / "experts.json"
+        if experts.is_file():
+            rows = [[t, c["cluster"], c["size"], c["expert"], c["quota"]] for c in read_json(experts)["clusters"]]
+            loggers.log_table("experts_per_cluster", ["round", "cluster", "size", "expert", "quota"], rows, step=t)
         self.print_matrix(metrics)
 
     # ------------------------------------------------------------------ metrics and tracking

@@ -107,3 +107,25 @@ def test_resumed_and_two_process_extractions_equal_one_process(tmp_path, tiny_mo
     np.testing.assert_allclose(np.array(two.features(), dtype=np.float32), feats, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(two.scores().iloc[:, 1:].to_numpy(), one.scores().iloc[:, 1:].to_numpy(),
                                rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["tiny-llava", "tiny-qwen2-vl", "tiny-causal-lm"])
+def test_hidden_state_embedding_is_the_mean_of_the_last_layer(family, tiny_models, toy_samples, tmp_path):
+    """pool.prune_embedding=hidden: each row is the last hidden states averaged over the sample's
+    own tokens, whatever else shares its padded batch."""
+    from adapt.features.extract import extract_hidden
+    from adapt.models.collate import Collator
+    from adapt.models.loading import load_model
+
+    b = load_model(tiny_models[family])
+    dim = b.model.get_input_embeddings().embedding_dim
+    store = FeatureStore.create(tmp_path / "h", [s.uid for s in toy_samples], dim, projector="hidden-mean")
+    extract_hidden(b.model, b.family, toy_samples, store, batch_size=3, max_length=256, progress=False)
+    assert store.complete
+    collate = Collator(b.family, 256)
+    for i, s in enumerate(toy_samples):
+        batch = collate([s])
+        with torch.no_grad():
+            h = b.model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True).hidden_states[-1]
+        want = h[0].float().mean(0).numpy()
+        np.testing.assert_allclose(np.asarray(store.features()[i], dtype=np.float32), want, rtol=1e-2, atol=2e-3)

@@ -313,16 +313,34 @@ def test_adapt_inf_round_by_round(tmp_path):
             want = choose_expert({e: grp[e].to_numpy() for e in experts})[0]
             assert set(sel.loc[grp.index, "expert"]) == {want}
             assert np.allclose(sel.loc[grp.index, "score"], grp[want])
+        info = json.loads((tmp_path / "run" / f"rounds/{t}/experts.json").read_text())
+        assert [c["expert"] for c in info["clusters"]] == sel.groupby("cluster")["expert"].first().tolist()
+        assert [c["quota"] for c in info["clusters"]] == sel.groupby("cluster")["selected"].sum().tolist()
+        assert (tmp_path / "run" / f"plots/selection_round_{t}.png").stat().st_size > 0
+    assert "![round 5: selection by cluster, expert and task](plots/selection_round_5.png)" in \
+        (tmp_path / "run" / "report.md").read_text()
 
 
-def test_adapt_inf_prunes_with_semdedup_to_the_cap(tmp_path):
+@pytest.mark.parametrize("embedding,store", [("gradient", "features"), ("hidden", "hidden")])
+def test_adapt_inf_prunes_with_semdedup_to_the_cap(tmp_path, embedding, store):
     from adapt.data.pool import DataPool
+    from adapt.features.store import FeatureStore
 
     cfg = small_config(tmp_path, "selection.method=adapt_inf", "selection.k=2", "features.enabled=true",
-                       "features.dim=64", "pool.max_size=40", "selection.experts=[ppl, el2n]")
+                       "features.dim=64", "pool.max_size=40", "selection.experts=[ppl, el2n]",
+                       f"pool.prune_embedding={embedding}")
     metrics = ContinualRun.create(tmp_path / "run", cfg, progress=False).run()
     assert all(n <= 40 for n in metrics["pool_size"]) and metrics["pool_size"][-1] == 40
     pool = DataPool(tmp_path / "run" / "pool")
     pruned = pool.table(status="pruned", columns=["uid", "pruned_round", "pruned_reason"])
-    assert len(pruned) > 0 and set(pruned["pruned_reason"]) == {"semdedup (adapt_inf)"}
+    assert len(pruned) > 0 and set(pruned["pruned_reason"]) == {f"semdedup on {store} (adapt_inf)"}
     assert len(pool) == 40
+    last = max(int(r) for r in pruned["pruned_round"])
+    assert (tmp_path / "run" / f"rounds/{last}/hidden/meta.json").is_file() == (embedding == "hidden")
+    # exactly the rows semdedup_keep drops on that round's embedding
+    from adapt.selection.pruning import semdedup_keep
+
+    sel = pd.read_parquet(tmp_path / "run" / f"rounds/{last}/selection.parquet")
+    keep = semdedup_keep(FeatureStore(tmp_path / "run" / f"rounds/{last}/{store}").features(), sel["cluster"], 40)
+    want = set(sel["uid"]) - set(sel["uid"].iloc[keep])
+    assert set(pruned.loc[pruned["pruned_round"] == last, "uid"]) == want

@@ -32,7 +32,7 @@ def ctx(tiny_models, toy_samples, tmp_path_factory):
                                 projector="sjlt", seed=0)
     extract_features(b.model, b.family, toy_samples, store, PROJECTORS.get("sjlt")(64), lora_linears(b.model),
                      batch_size=2, max_length=256, progress=False)
-    return ScoringContext(samples=toy_samples, store=store, model=b.model, family=b.family, batch_size=2,
+    return ScoringContext.of_samples(toy_samples, store=store, model=b.model, family=b.family, batch_size=2,
                           max_length=256)
 
 
@@ -60,3 +60,11 @@ def test_image_grounding_by_hand(ctx):
             blind = ctx.model(**dict(batch, pixel_values=torch.zeros_like(batch["pixel_values"]))).loss.item()
         assert got[i] == pytest.approx(math.exp(blind) / math.exp(with_image), rel=1e-4)
         assert got[i] != 1.0
+
+
+def test_image_grounding_without_a_store_runs_both_forwards(ctx):
+    """No feature store: the loss with the image is computed, not read; the same ratios."""
+    import dataclasses
+
+    plain = dataclasses.replace(ctx, store=None)
+    np.testing.assert_allclose(SCORERS.get("image_grounding")(plain), SCORERS.get("image_grounding")(ctx), rtol=1e-4)

@@ -132,3 +132,47 @@ def test_semdedup_drops_exact_then_near_duplicates_and_keeps_the_cap():
     lab = np.array([0] * 25 + [1] * 75)
     k = semdedup_keep(y, lab, keep=20)
     assert len(k) == 20 and (k < 25).sum() == 5
+
+
+def _toy_pool(n: int = 240, d: int = 16, k: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, d))
+    x = (centres[rng.integers(0, k, n)] + 0.2 * rng.standard_normal((n, d))).astype(np.float32)
+    scores = {"ppl": rng.random(n), "el2n": rng.beta(2, 5, n), "grand": (rng.random(n) > 0.5).astype(float)}
+    return x, scores
+
+
+def test_adapt_inf_round_is_deterministic_for_a_seed():
+    from adapt.selection.adapt_inf import adapt_inf_round
+
+    x, scores = _toy_pool()
+    a = adapt_inf_round(x, scores, 60, k=4, seed=3)
+    b = adapt_inf_round(x.copy(), {k: v.copy() for k, v in scores.items()}, 60, k=4, seed=3)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.selected, b.selected)
+    assert a.experts == b.experts and a.quotas == b.quotas
+    assert int(a.selected.sum()) == 60 == sum(a.quotas)
+    c = adapt_inf_round(x, scores, 60, k=4, seed=4)
+    assert not np.array_equal(a.selected, c.selected)  # another seed draws other samples
+
+
+def test_adapt_inf_round_entropy_and_fixed_expert():
+    from adapt.errors import AdaptError
+    from adapt.selection.adapt_inf import adapt_inf_round
+
+    x, scores = _toy_pool()
+    r = adapt_inf_round(x, scores, 60, k=4, seed=0)
+    for c in range(4):
+        rows = r.labels == c
+        assert r.experts[c] == choose_expert({e: v[rows] for e, v in scores.items()})[0]
+        assert r.quotas[c] == int(r.selected[rows].sum())
+    assert "grand" not in r.experts  # a two-valued score fills two bins: lowest entropy
+    np.testing.assert_array_equal(r.score_of_rows(scores), np.where(
+        np.asarray(r.experts, dtype=object)[r.labels] == "ppl", scores["ppl"], scores["el2n"]))
+    f = adapt_inf_round(x, scores, 60, k=4, seed=0, expert_choice="fixed:grand")
+    assert f.experts == ["grand"] * 4 and int(f.selected.sum()) == 60
+    np.testing.assert_array_equal(f.labels, r.labels)
+    with pytest.raises(AdaptError, match="not among selection.experts"):
+        adapt_inf_round(x, scores, 60, k=4, expert_choice="fixed:tive")
+    with pytest.raises(AdaptError, match="use entropy or fixed"):
+        adapt_inf_round(x, scores, 60, k=4, expert_choice="best")

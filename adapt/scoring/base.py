@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -19,15 +20,30 @@ from adapt.registry import Registry
 
 @dataclass
 class ScoringContext:
-    """What a scorer may use: the pool's samples (row order of the feature store), the store with
-    the gradient pass's scores, and the model of the round (with its family) for scorers that run it."""
+    """What a scorer may use: the pool's uids (row order of the feature store), the store with the
+    gradient pass's scores, and the model of the round (with its family) for scorers that run it.
+    The samples themselves are read only when a scorer asks for them (``ctx.samples``), through
+    ``load_samples`` (the loop passes ``DataPool.samples``)."""
 
-    samples: list[Sample]
+    uids: list[str]
+    load_samples: Callable[[list[str]], list[Sample]] | None = None
     store: Any = None
     model: Any = None
     family: Any = None
     batch_size: int = 16
     max_length: int = 2048
+    progress: bool = False
+
+    @classmethod
+    def of_samples(cls, samples: list[Sample], **kw: Any) -> "ScoringContext":
+        """A context over samples already in memory."""
+        return cls(uids=[s.uid for s in samples], load_samples=lambda uids: list(samples), **kw)
+
+    @cached_property
+    def samples(self) -> list[Sample]:
+        if self.load_samples is None:
+            raise ValueError("this scorer reads the samples: give ScoringContext.load_samples")
+        return self.load_samples(self.uids)
 
 
 Scorer = Callable[[ScoringContext], np.ndarray]
@@ -39,4 +55,4 @@ def stored_column(ctx: ScoringContext, column: str) -> np.ndarray:
     if ctx.store is None:
         raise ValueError(f"scorer {column!r} reads the feature store: enable features (features.enabled)")
     df = ctx.store.scores().set_index("uid")
-    return df.loc[[s.uid for s in ctx.samples], column].to_numpy(dtype=np.float64)
+    return df.loc[ctx.uids, column].to_numpy(dtype=np.float64)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from adapt.features.per_sample import per_token_scores
 from adapt.models.collate import Collator
-from adapt.scoring.base import SCORERS, ScoringContext
+from adapt.scoring.base import SCORERS, ScoringContext, stored_column
 
 
 @torch.no_grad()
@@ -23,22 +24,29 @@ def answer_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @SCORERS.register("image_grounding")
 def score_image_grounding(ctx: ScoringContext) -> np.ndarray:
+    """The PPL ratio per sample. The loss with the image is the gradient pass's stored ``loss``
+    when the round has a feature store (the same model, the same answer tokens), so only the
+    forward without the image runs here."""
     if ctx.model is None or ctx.family is None:
         raise ValueError("scorer 'image_grounding' runs the model: give the round's model")
-    out = np.ones(len(ctx.samples), dtype=np.float64)
-    rows = [i for i, s in enumerate(ctx.samples) if s.images and ctx.family.uses_images]
+    out = np.ones(len(ctx.uids), dtype=np.float64)
+    if not ctx.family.uses_images:
+        return out
+    stored = stored_column(ctx, "loss") if ctx.store is not None else None
+    rows = [i for i, s in enumerate(ctx.samples) if s.images]
     collate = Collator(ctx.family, ctx.max_length)
     device = next(ctx.model.parameters()).device
     was_training = ctx.model.training
     ctx.model.eval()
     try:
-        for k in range(0, len(rows), ctx.batch_size):
+        for k in tqdm(range(0, len(rows), ctx.batch_size), desc="image grounding", unit="batch",
+                      disable=not ctx.progress, leave=False, dynamic_ncols=True):
             chunk = rows[k : k + ctx.batch_size]
             batch = {n: v.to(device) for n, v in collate([ctx.samples[i] for i in chunk]).items()}
-            with_image = answer_losses(ctx.model, batch)
             blind = dict(batch, pixel_values=torch.zeros_like(batch["pixel_values"]))
-            without = answer_losses(ctx.model, blind)
-            out[chunk] = torch.exp(without - with_image).double().cpu().numpy()  # PPL ratio
+            without = answer_losses(ctx.model, blind).double().cpu().numpy()
+            with_image = stored[chunk] if stored is not None else answer_losses(ctx.model, batch).double().cpu().numpy()
+            out[chunk] = np.exp(without - with_image)  # PPL ratio
     finally:
         ctx.model.train(was_training)
     return out

@@ -5,21 +5,82 @@ a sampler (CCS by default) draws each cluster's share by its expert's score.
 
 Needs ``features.enabled: true`` (the round's feature store, which also holds the loss-based
 scores). The experts' scores are stored in ``rounds/<t>/scores.parquet``, apart from the decisions
-in ``selection.parquet``.
+in ``selection.parquet``, and each cluster's expert, entropies and quota in ``experts.json``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from adapt.errors import AdaptError
-from adapt.io import write_with_atomic
+from adapt.io import write_json_atomic, write_with_atomic
 from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import BUDGET_SPLITS
 from adapt.selection.clustering import cluster
 from adapt.selection.expert_choice import choose_expert
 from adapt.selection.samplers import SAMPLERS
+
+
+@dataclass
+class AdaptInfRound:
+    """One round's decisions: the cluster of each row, the expert each cluster chose (with every
+    expert's histogram entropy there), each cluster's quota, and the selected rows."""
+
+    labels: np.ndarray                 # [n] cluster of each row
+    experts: list[str]                 # [k] the expert of each cluster
+    entropies: list[dict[str, float]]  # [k] every expert's entropy in the cluster ({} under fixed:)
+    quotas: list[int]                  # [k] samples drawn from each cluster
+    selected: np.ndarray               # [n] bool
+
+    def expert_of_rows(self) -> np.ndarray:
+        return np.asarray(self.experts, dtype=object)[self.labels] if len(self.labels) else np.zeros(0, object)
+
+    def score_of_rows(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Each row's score under its cluster's expert."""
+        out = np.full(len(self.labels), np.nan)
+        for c, e in enumerate(self.experts):
+            rows = self.labels == c
+            out[rows] = np.asarray(scores[e], dtype=np.float64)[rows]
+        return out
+
+
+def choose_for_cluster(rule: str, scores: Mapping[str, np.ndarray]) -> tuple[str, dict[str, float]]:
+    """The cluster's expert under ``rule``: ``entropy`` (METHODS.md item 4) or ``fixed:<expert>``."""
+    if rule.startswith("fixed:"):
+        name = rule.split(":", 1)[1]
+        if name not in scores:
+            raise AdaptError(f"selection.expert_choice: {name!r} is not among selection.experts {list(scores)}")
+        return name, {}
+    if rule != "entropy":
+        raise AdaptError(f"selection.expert_choice: {rule!r} (use entropy or fixed:<expert>)")
+    if not len(next(iter(scores.values()))):
+        return next(iter(scores)), {}
+    return choose_expert(scores)
+
+
+def adapt_inf_round(features: np.ndarray, scores: Mapping[str, np.ndarray], budget: int, *,
+                    k: int | str = 10, expert_choice: str = "entropy", budget_split: str = "uniform",
+                    sampler: str = "ccs", seed: int = 0) -> AdaptInfRound:
+    """Adapt-∞'s selection on a pool's gradient ``features`` [n, d] and the experts' ``scores``
+    (each [n]): spherical k-means clusters → each cluster's expert → the budget over clusters →
+    the sampler inside each cluster. Deterministic for ``seed``."""
+    clusters = cluster(features, k, seed)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(clusters.labels == c) for c in range(clusters.k)]
+    picks = [choose_for_cluster(expert_choice, {e: np.asarray(v)[m] for e, v in scores.items()}) for m in members]
+    experts = [e for e, _ in picks]
+    stds = [float(np.std(np.asarray(scores[e])[m])) if len(m) else 0.0 for e, m in zip(experts, members)]
+    quotas = [int(q) for q in BUDGET_SPLITS.get(budget_split)([len(m) for m in members], budget, stds=stds)]
+    selected = np.zeros(len(clusters.labels), dtype=bool)
+    draw = SAMPLERS.get(sampler)
+    for m, e, q in zip(members, experts, quotas):
+        if q > 0:
+            selected[m[draw(np.asarray(scores[e], dtype=np.float64)[m], q, rng)]] = True
+    return AdaptInfRound(clusters.labels, experts, [h for _, h in picks], quotas, selected)
 
 
 @SELECTORS.register("adapt_inf")
@@ -33,47 +94,43 @@ class AdaptInf(Selector):
         from adapt.scoring import SCORERS, ScoringContext
 
         sc = ctx.config.selection
-        store_dir = ctx.run_dir / "rounds" / str(ctx.round) / "features"
+        round_dir = ctx.run_dir / "rounds" / str(ctx.round)
+        store_dir = round_dir / "features"
         if not (store_dir / "meta.json").is_file():
             raise AdaptError("selection.method=adapt_inf needs the round's gradient features: set features.enabled=true")
         store = FeatureStore(store_dir)
         uids = ctx.pool["uid"].tolist()
         if store.uids() != uids:
             raise AdaptError(f"{store_dir}: features of another pool; remove the folder to recompute")
-        clusters = cluster(store.normalized(), sc.k, ctx.seed)
-        samples = ctx.extras["pool"].samples(uids) if "image_grounding" in sc.experts else []
-        sctx = ScoringContext(samples=samples or [_Uid(u) for u in uids], store=store,
+        pool = ctx.extras.get("pool")
+        sctx = ScoringContext(uids=uids, load_samples=pool.samples if pool is not None else None, store=store,
                               model=ctx.model.model if ctx.model is not None else None,
                               family=ctx.model.family if ctx.model is not None else None,
                               max_length=ctx.config.model.max_length,
-                              batch_size=ctx.config.evaluation.batch_size)
+                              batch_size=ctx.config.evaluation.batch_size, progress=ctx.progress)
         scores = {e: SCORERS.get(e)(sctx) for e in sc.experts}
-        table = pd.DataFrame({"uid": uids, "cluster": clusters.labels, **scores})
-        write_with_atomic(ctx.run_dir / "rounds" / str(ctx.round) / "scores.parquet",
-                          lambda tmp: table.to_parquet(tmp, index=False))
+        result = adapt_inf_round(store.normalized(), scores, ctx.budget, k=sc.k, expert_choice=sc.expert_choice,
+                                 budget_split=sc.budget_split, sampler=sc.sampler, seed=ctx.seed)
+        table = pd.DataFrame({"uid": uids, "cluster": result.labels, **scores})
+        write_with_atomic(round_dir / "scores.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+        write_json_atomic(round_dir / "experts.json", {
+            "experts": sc.experts, "expert_choice": sc.expert_choice, "budget_split": sc.budget_split,
+            "sampler": sc.sampler, "clusters": [
+                {"cluster": c, "size": int((result.labels == c).sum()), "expert": e, "quota": q,
+                 "entropy": {k: round(v, 6) for k, v in h.items()}}
+                for c, (e, q, h) in enumerate(zip(result.experts, result.quotas, result.entropies))]})
+        return selection_frame(ctx.pool, result.selected, scores=result.score_of_rows(scores),
+                               clusters=result.labels, experts=result.expert_of_rows())
 
-        rng = np.random.default_rng(ctx.seed)
-        members = [np.flatnonzero(clusters.labels == c) for c in range(clusters.k)]
-        chosen = [self._expert(sc.expert_choice, {e: v[m] for e, v in scores.items()}) for m in members]
-        stds = [float(np.std(scores[e][m])) if len(m) else 0.0 for e, m in zip(chosen, members)]
-        quotas = BUDGET_SPLITS.get(sc.budget_split)([len(m) for m in members], ctx.budget, stds=stds)
-        selected = np.zeros(len(uids), dtype=bool)
-        expert_col = np.empty(len(uids), dtype=object)
-        score_col = np.full(len(uids), np.nan)
-        for m, e, q in zip(members, chosen, quotas):
-            expert_col[m] = e
-            score_col[m] = scores[e][m]
-            if q > 0:
-                selected[m[SAMPLERS.get(sc.sampler)(scores[e][m], q, rng)]] = True
-        return selection_frame(ctx.pool, selected, scores=score_col, clusters=clusters.labels, experts=expert_col)
-
-    def prune(self, active: pd.DataFrame, limit: int, seed: int, round_dir) -> tuple[list[str], str] | None:
-        """SemDeDup inside the round's clusters on the gradient features (METHODS.md item 7): keep
+    def prune(self, active: pd.DataFrame, limit: int, seed: int, round_dir, embedding: str = "features",
+              progress: bool = False) -> tuple[list[str], str] | None:
+        """SemDeDup inside the round's clusters (METHODS.md item 7) on the store ``round_dir/<embedding>``
+        (the gradient features, or the hidden states of ``pool.prune_embedding: hidden``): keep
         ``limit`` samples, each cluster its share by size, the least redundant first."""
         from adapt.features.store import FeatureStore
         from adapt.selection.pruning import semdedup_keep
 
-        store_dir = round_dir / "features"
+        store_dir = round_dir / embedding
         sel_path = round_dir / "selection.parquet"
         if not (store_dir / "meta.json").is_file() or not sel_path.is_file():
             return None
@@ -82,25 +139,6 @@ class AdaptInf(Selector):
         uids = active["uid"].tolist()
         if store.uids() != uids or sel["uid"].tolist() != uids:
             return None  # the pool changed since the features: fall back to the loop's default
-        keep = semdedup_keep(store.normalized(), sel["cluster"].to_numpy(), limit)
+        keep = semdedup_keep(store.features(), sel["cluster"].to_numpy(), limit, progress=progress)
         dropped = np.setdiff1d(np.arange(len(uids)), keep)
-        return [uids[i] for i in dropped], "semdedup (adapt_inf)"
-
-    @staticmethod
-    def _expert(rule: str, scores: dict[str, np.ndarray]) -> str:
-        if rule.startswith("fixed:"):
-            name = rule.split(":", 1)[1]
-            if name not in scores:
-                raise AdaptError(f"selection.expert_choice: {name!r} is not among selection.experts")
-            return name
-        if rule != "entropy":
-            raise AdaptError(f"selection.expert_choice: {rule!r} (use entropy or fixed:<expert>)")
-        return choose_expert(scores)[0] if len(next(iter(scores.values()))) else next(iter(scores))
-
-
-class _Uid:
-    """A stand-in sample carrying only a uid (the stored-score experts need nothing else)."""
-
-    def __init__(self, uid: str) -> None:
-        self.uid = uid
-        self.images = ()
+        return [uids[i] for i in dropped], f"semdedup on {embedding} (adapt_inf)"

@@ -53,6 +53,7 @@ class SelectionContext:
     model: Any = None           # the current model bundle (None for model-free selectors)
     config: Any = None          # the ExperimentConfig
     extras: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False      # progress bars for long scoring passes
 
 
 class Selector(ABC):

@@ -39,21 +39,25 @@ def max_cos_to_earlier(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return m
 
 
-def semdedup_keep(embeddings: np.ndarray, labels: np.ndarray, keep: int) -> np.ndarray:
+def semdedup_keep(embeddings: np.ndarray, labels: np.ndarray, keep: int, progress: bool = False) -> np.ndarray:
     """Rows to keep (sorted): ``keep`` in all, split over clusters in proportion to their sizes,
-    each cluster keeping its least redundant rows (smallest M; ties by arrival)."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norm > 0, norm, 1.0)
+    each cluster keeping its least redundant rows (smallest M; ties by arrival). ``embeddings``
+    may be a memory map (the feature store's float16 rows): one cluster at a time is read and
+    normalised, so memory is O(n_c · d), not O(n · d)."""
+    from tqdm.auto import tqdm
+
     labels = np.asarray(labels)
     clusters = np.unique(labels)
     members = [np.flatnonzero(labels == c) for c in clusters]
-    shares = split_proportional([len(m) for m in members], min(int(keep), len(x)))
+    shares = split_proportional([len(m) for m in members], min(int(keep), len(labels)))
     kept = []
-    for rows, share in zip(members, shares):
+    for rows, share in tqdm(list(zip(members, shares)), desc="semdedup", unit="cluster", disable=not progress,
+                            leave=False):
         if share <= 0:
             continue
-        m = max_cos_to_earlier(x[rows])
+        x = np.asarray(embeddings[rows], dtype=np.float32)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        m = max_cos_to_earlier(x / np.where(norm > 0, norm, 1.0))
         order = np.lexsort((np.arange(len(rows)), m))  # smallest M first, then arrival
         kept.append(rows[order[:share]])
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)

@@ -1,4 +1,5 @@
-"""Run plots (PNG) for report.md and wandb: accuracy matrix, forgetting, composition, comparison.
+"""Run plots (PNG) for report.md and wandb: accuracy matrix, forgetting, composition, a clustered
+round's selection, comparison.
 
 Drawn with matplotlib's object API on the Agg canvas (``matplotlib.figure.Figure``), never
 pyplot: no global backend switch, no display needed, safe in threads and in a user's notebook.
@@ -121,6 +122,23 @@ def plot_forgetting_curves(
     return _save(fig, path)
 
 
+def _stacked_bars(ax: Any, groups: Sequence[Mapping[str, float]], keys: Sequence[str] | None = None) -> Any:
+    """One bar per group, stacked by key (in first-seen order unless ``keys``); returns the tops."""
+    import numpy as np
+
+    if keys is None:
+        keys = list(dict.fromkeys(k for g in groups for k in g))
+    bottom = np.zeros(len(groups))
+    for k in keys:
+        vals = np.array([float(g.get(k, 0) or 0) for g in groups])
+        ax.bar(range(len(groups)), vals, bottom=bottom, label=str(k))
+        bottom += vals
+    if keys:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(axis="y", alpha=0.3)
+    return bottom
+
+
 def plot_composition(
     rounds: Sequence[Mapping[str, int]],
     path: str | os.PathLike[str],
@@ -129,28 +147,42 @@ def plot_composition(
     xlabels: Sequence[str] | None = None,
 ) -> Path:
     """Stacked bars, one per round, of the counts per dataset/task (selection, pool size...)."""
-    import numpy as np
-
-    keys: list[str] = []
-    for r in rounds:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
     n = len(rounds)
     fig = Figure(figsize=(max(5.0, 0.7 * n + 3.5), 3.6))
     ax = fig.add_subplot()
-    bottom = np.zeros(n)
-    for k in keys:
-        vals = np.array([float(r.get(k, 0) or 0) for r in rounds])
-        ax.bar(range(n), vals, bottom=bottom, label=str(k))
-        bottom += vals
+    _stacked_bars(ax, rounds)
     ax.set_xticks(range(n), list(xlabels) if xlabels is not None else [f"round {t}" for t in range(n)],
                   rotation=30 if n > 6 else 0, ha="right" if n > 6 else "center")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    if keys:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def plot_round_selection(table: Any, path: str | os.PathLike[str], title: str) -> Path:
+    """One round of a clustered selection (``selection.parquet``: cluster, task, expert, selected):
+    per cluster, the pool's samples and the selected ones stacked by task, each cluster labelled
+    with the expert that chose its samples."""
+    clusters = sorted(int(c) for c in table["cluster"].unique())
+    tasks = list(dict.fromkeys(str(t) for t in table["task"]))
+    pool = [table.loc[table["cluster"] == c, "task"].astype(str).value_counts().to_dict() for c in clusters]
+    chosen = table[table["selected"]]
+    sel = [chosen.loc[chosen["cluster"] == c, "task"].astype(str).value_counts().to_dict() for c in clusters]
+    experts = [str(table.loc[table["cluster"] == c, "expert"].iloc[0]) for c in clusters]
+    n = len(clusters)
+    fig = Figure(figsize=(max(9.0, 1.1 * n + 5.0), 3.8))
+    for i, (groups, what) in enumerate(((pool, "pool"), (sel, "selected"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        tops = _stacked_bars(ax, groups, tasks)
+        if i == 0:
+            ax.get_legend().remove()
+        for x, (top, e) in enumerate(zip(tops, experts)):
+            ax.annotate(e, (x, top), ha="center", va="bottom", fontsize=7, rotation=90 if n > 5 else 0)
+        ax.set_xticks(range(n), [str(c) for c in clusters])
+        ax.set_xlabel("cluster (label: its expert)")
+        ax.set_ylabel("samples")
+        ax.set_title(f"{what} by cluster and task")
+        ax.margins(y=0.15)
+    fig.suptitle(title)
     return _save(fig, path)
 
 

@@ -164,6 +164,33 @@ def _selection_counts(run: dict[str, Any]) -> list[dict[str, int]] | None:
     return None
 
 
+def round_selection_plot(run_dir: Path, t: int, label: str) -> Path | None:
+    """``plots/selection_round_<t>.png`` from ``rounds/<t>/selection.parquet`` when the round's
+    selection is clustered (Adapt-∞ and other clustered selectors); None otherwise."""
+    import pandas as pd
+
+    from adapt.tracking.plots import plot_round_selection
+
+    path = Path(run_dir) / "rounds" / str(t) / "selection.parquet"
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_parquet(path, columns=["cluster", "task", "expert", "selected"])
+    except Exception as exc:  # noqa: BLE001 - a damaged file is reported, not a traceback
+        raise AdaptError(f"{path}: cannot read the selection ({exc})") from None
+    if not (table["cluster"] >= 0).any():
+        return None
+    return plot_round_selection(table, Path(run_dir) / "plots" / f"selection_round_{t}.png",
+                                f"round {t}: {label}")
+
+
+def round_selection_plots(run_dir: Path, label: str) -> dict[int, Path]:
+    """Every round's clustered-selection plot (``round_selection_plot``), by round."""
+    rounds = sorted(int(d.name) for d in (Path(run_dir) / "rounds").glob("*") if d.name.isdigit())
+    out = {t: round_selection_plot(run_dir, t, label) for t in rounds}
+    return {t: p for t, p in out.items() if p is not None}
+
+
 def write_run_plots(run: dict[str, Any]) -> dict[str, Path]:
     """The run's plots under ``RUN_DIR/plots``; returns name -> path of those written."""
     from adapt.tracking.plots import plot_accuracy_matrix, plot_composition, plot_forgetting_curves
@@ -181,6 +208,8 @@ def write_run_plots(run: dict[str, Any]) -> dict[str, Path]:
     if sel:
         out["selected samples per round"] = plot_composition(sel, plots / "selection_per_round.png",
                                                              f"selected samples per round: {label}")
+    for t, path in round_selection_plots(Path(run["run_dir"]), label).items():
+        out[f"round {t}: selection by cluster, expert and task"] = path
     pool = run.get("pool_per_dataset")
     if isinstance(pool, list) and pool and all(isinstance(x, dict) for x in pool) and any(pool):
         out["pool size per dataset"] = plot_composition(pool, plots / "pool_per_round.png",
