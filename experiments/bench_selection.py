@@ -90,7 +90,6 @@ def reference_semdedup_keep(x: np.ndarray, labels: np.ndarray, keep: int) -> np.
         sim = e @ e.T
         triu = torch.triu(sim, diagonal=1)
         del sim
-        triu[0, 0] = -float("inf")  # nothing before the first row
         m = triu.max(dim=0).values.numpy()
         del triu
         m[0] = -np.inf

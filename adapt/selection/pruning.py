@@ -26,6 +26,8 @@ def max_cos_to_earlier(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
     n, d = x.shape
     m = np.full(n, -np.inf, dtype=np.float32)
     index = faiss.IndexFlatIP(d)
+    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:  # faiss-gpu installed and a GPU visible
+        index = faiss.index_cpu_to_all_gpus(index)
     for s in range(0, n, block):
         xb = x[s : s + block]
         if index.ntotal:

@@ -243,10 +243,17 @@ class WandbLogger:
     def log_config(self, config: dict) -> None:
         self.run.config.update(_plain(dict(config)), allow_val_change=True)
 
-    def finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self.run.finish()
+    def finish(self, timeout: float = 60.0) -> None:
+        """Finish the run. Offline, also wait (up to ``timeout`` s) until wandb's service has
+        written the run's exit record: ``run.finish()`` (wandb 0.31) can return before the
+        ``.wandb`` file is flushed, and a reader or ``wandb sync`` right after would see a run
+        without its history."""
+        if self._finished:
+            return
+        self._finished = True
+        self.run.finish()
+        if self.mode == "offline" and self.run_path is not None:
+            _wait_for_exit_record(self.run_path, timeout)
 
 
 class MultiLogger:
@@ -362,6 +369,32 @@ def _iter_wandb_records(path: Path) -> Iterable[bytes]:
             pending += chunk
             yield bytes(pending)
             pending = None
+
+
+def _has_exit_record(path: Path) -> bool:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    try:
+        for raw in _iter_wandb_records(path):
+            rec = pb.Record()
+            rec.ParseFromString(raw)
+            if rec.WhichOneof("record_type") == "exit":
+                return True
+    except (AdaptError, OSError):
+        pass
+    return False
+
+
+def _wait_for_exit_record(run_path: Path, timeout: float) -> bool:
+    """Poll until ``run_path/run-*.wandb`` holds the exit record; False after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = list(Path(run_path).glob("run-*.wandb"))
+        if files and all(_has_exit_record(f) for f in files):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def offline_run_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
