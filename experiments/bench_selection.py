@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget", type=float, default=0.25, help="fraction of the pool selected")
     ap.add_argument("--keep", type=float, default=0.8, help="fraction of the pool kept by pruning")
-    ap.add_argument("--reference-max-gib", type=float, default=12.0,
+    ap.add_argument("--reference-max-gib", type=float, default=16.0,
                     help="skip the reference when its largest cluster's matrices would need more")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--impl", choices=["ours", "reference"], help=argparse.SUPPRESS)

@@ -319,6 +319,15 @@ def test_adapt_inf_round_by_round(tmp_path):
         assert (tmp_path / "run" / f"plots/selection_round_{t}.png").stat().st_size > 0
     assert "![round 5: selection by cluster, expert and task](plots/selection_round_5.png)" in \
         (tmp_path / "run" / "report.md").read_text()
+    from adapt.tracking.loggers import read_metrics_jsonl
+
+    events = read_metrics_jsonl(tmp_path / "run" / "metrics.jsonl")  # what wandb was given, round by round
+    images = [e for e in events if e["event"] == "image" and e["name"] == "selection_by_cluster"]
+    tables = [e for e in events if e["event"] == "table" and e["name"] == "experts_per_cluster"]
+    assert [e["path"] for e in images] == [f"plots/selection_round_{t}.png" for t in range(6)]
+    assert [e["step"] for e in tables] == list(range(6))
+    info5 = json.loads((tmp_path / "run" / "rounds/5/experts.json").read_text())
+    assert tables[-1]["rows"] == [[5, c["cluster"], c["size"], c["expert"], c["quota"]] for c in info5["clusters"]]
 
 
 @pytest.mark.parametrize("embedding,store", [("gradient", "features"), ("hidden", "hidden")])
