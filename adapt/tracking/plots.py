@@ -172,16 +172,14 @@ def plot_round_selection(table: Any, path: str | os.PathLike[str], title: str) -
     fig = Figure(figsize=(max(9.0, 1.1 * n + 5.0), 3.8))
     for i, (groups, what) in enumerate(((pool, "pool"), (sel, "selected"))):
         ax = fig.add_subplot(1, 2, i + 1)
-        tops = _stacked_bars(ax, groups, tasks)
+        _stacked_bars(ax, groups, tasks)
         if i == 0:
             ax.get_legend().remove()
-        for x, (top, e) in enumerate(zip(tops, experts)):
-            ax.annotate(e, (x, top), ha="center", va="bottom", fontsize=7, rotation=90 if n > 5 else 0)
-        ax.set_xticks(range(n), [str(c) for c in clusters])
-        ax.set_xlabel("cluster (label: its expert)")
+        ax.set_xticks(range(n), [f"{c}: {e}" for c, e in zip(clusters, experts)], rotation=40, ha="right",
+                      fontsize=8)
+        ax.set_xlabel("cluster: its expert")
         ax.set_ylabel("samples")
         ax.set_title(f"{what} by cluster and task")
-        ax.margins(y=0.15)
     fig.suptitle(title)
     return _save(fig, path)
 
