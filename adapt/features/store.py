@@ -26,6 +26,13 @@ from adapt.io import read_json, write_json_atomic, write_with_atomic
 SCORE_COLUMNS = ("loss", "ppl", "el2n", "entropy", "grand", "answer_tokens")
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """The rows of ``x`` as float32 scaled to unit L2 norm (a zero row stays zero)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
 class FeatureStore:
     """Open (or create with :meth:`create`) the store in ``root``."""
 
@@ -102,9 +109,7 @@ class FeatureStore:
 
     def normalized(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """L2-normalised rows as float32 (a zero row stays zero)."""
-        x = np.asarray(self._map("features.f16")[rows], dtype=np.float32)
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        return x / np.where(norm > 0, norm, 1.0)
+        return unit_rows(self._map("features.f16")[rows])
 
     def scores(self) -> pd.DataFrame:
         """uid and the scores of the gradient pass, one row per sample."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adapt.features.store import unit_rows
+
 
 @dataclass
 class Clusters:
@@ -17,24 +19,18 @@ class Clusters:
     k: int
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
 def spherical_kmeans(features: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> Clusters:
     """faiss ``Kmeans(spherical=True)`` on the unit rows; each row goes to the centroid of highest
     cosine. ``k`` is capped at the number of rows."""
     import faiss
 
-    x = _normalise(features)
+    x = unit_rows(features)
     n, d = x.shape
     if n == 0:
         return Clusters(np.zeros(0, dtype=np.int64), np.zeros((0, d), np.float32), 0)
     k = max(1, min(int(k), n))
     if k == 1:
-        c = _normalise(x.mean(0, keepdims=True))
+        c = unit_rows(x.mean(0, keepdims=True))
         return Clusters(np.zeros(n, dtype=np.int64), c, 1)
     use_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     km = faiss.Kmeans(d, k, niter=niter, seed=int(seed) % (2**31), spherical=True, gpu=use_gpu,
@@ -51,7 +47,7 @@ def choose_k_by_silhouette(features: np.ndarray, candidates: list[int], seed: in
     """The k of ``candidates`` with the best cosine silhouette on a seeded subsample."""
     from sklearn.metrics import silhouette_score
 
-    x = _normalise(features)
+    x = unit_rows(features)
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(x), size=min(sample, len(x)), replace=False) if len(x) > sample else np.arange(len(x))
     best_k, best = candidates[0], -np.inf

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from adapt.features.store import unit_rows
 from adapt.selection.budget import split_proportional
 
 BLOCK = 4096
@@ -57,9 +58,7 @@ def semdedup_keep(embeddings: np.ndarray, labels: np.ndarray, keep: int, progres
                             leave=False):
         if share <= 0:
             continue
-        x = np.asarray(embeddings[rows], dtype=np.float32)
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        m = max_cos_to_earlier(x / np.where(norm > 0, norm, 1.0))
+        m = max_cos_to_earlier(unit_rows(embeddings[rows]))
         order = np.lexsort((np.arange(len(rows)), m))  # smallest M first, then arrival
         kept.append(rows[order[:share]])
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
