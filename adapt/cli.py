@@ -1,4 +1,4 @@
-"""The ``adapt`` command: run, add-dataset, status, report, demo-data."""
+"""The ``adapt`` command: run, select, add-dataset, status, report, demo-data."""
 
 from __future__ import annotations
 
@@ -78,6 +78,54 @@ def run(
         f"BWT {format_pct(metrics['bwt'])}  FWT {format_pct(metrics['fwt'])}  "
         f"samples trained {sum(metrics['samples_trained'])}  wall {metrics['wall_seconds']:.0f}s"
     )
+
+
+@app.command("select", epilog=(
+    "Example: the 15% of two LLaVA files DataTailor keeps, with a local LLaVA-1.5 checkpoint:\n\n"
+    "  adapt select data/llava_v1_5_mix665k.json data/extra.json --model ckpt/llava-1.5-7b-hf "
+    "--method datatailor --ratio 0.15 --out selected.json\n\n"
+    "On the built-in demo data (adapt demo-data demo):\n\n"
+    "  adapt select demo/*/train.json --model builtin:tiny-llava --method tive --ratio 0.25 --out picked.json\n\n"
+    "Method settings go through --set, e.g. --set selection.tive.warmup_fraction=0.05 "
+    "--set selection.gdo.preset=diverse --set features.dim=8192."))
+def select(
+    data: list[Path] = typer.Argument(..., help="Datasets to select from: LLaVA JSON/JSONL, Parquet, or datasets "
+                                      "save_to_disk folders."),
+    model: str = typer.Option(..., "--model", help="A local HF checkpoint folder, or builtin:tiny-llava."),
+    method: str = typer.Option(..., "--method", help="tive, mllm_selector, datatailor, gdo, adapt_inf, random, ..."),
+    ratio: float = typer.Option(..., "--ratio", help="Share of all the samples to keep (0 < ratio <= 1), or a "
+                                "count when > 1."),
+    out: Path = typer.Option(..., "--out", help="Where the chosen samples are written, in the input's format: "
+                             ".json (a list of LLaVA records), .jsonl or .parquet."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A YAML experiment config for the model, LoRA, "
+                                          "feature and method settings (defaults otherwise)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="key.sub=value config overrides (repeatable)."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Keep the pool, features and scores here "
+                                            "(and resume from them); default: a temporary folder."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder image paths are relative to "
+                                              "(default: each data file's folder)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """One-shot data selection on datasets outside any run: the chosen samples, untouched, in the
+    input's own format. The same selectors as `selection.method` in a run; TIVE trains its warm-up
+    model and MLLM-Selector its seed model (10% of the pool unless
+    selection.mllm_selector.seed_fraction is set) first."""
+    _quiet_libraries()
+    from adapt.oneshot import select_once
+
+    try:
+        if ratio <= 0:
+            raise AdaptError("--ratio must be > 0")
+        budget: int | float = int(ratio) if ratio > 1 else float(ratio)
+        if ratio > 1 and ratio != int(ratio):
+            raise AdaptError("--ratio above 1 is a count of samples: give a whole number")
+        summary = select_once(list(data), model, method, budget, out, config, sets or [], work_dir, image_root,
+                              progress=not quiet, console=None if quiet else console)
+    except AdaptError as exc:
+        _fail(exc)
+        return
+    per = ", ".join(f"{k} {v}/{summary['pool_per_dataset'].get(k, 0)}" for k, v in summary["per_dataset"].items())
+    console.print(f"{method}: {summary['selected']} of {summary['pool']} samples -> {out} ({per})")
 
 
 @app.command("add-dataset")

@@ -83,6 +83,44 @@ class StreamConfig(_Section):
     check_images: bool = True
 
 
+class TiveSettings(_Section):
+    """TIVE (Liu et al. 2024; METHODS.md, TIVE)."""
+
+    warmup_fraction: float = Field(
+        0.08, ge=0, le=1, description="share of the pool the warm-up reference model is fine-tuned on, the same "
+        "number of samples from every task (the authors' 8%); 0: the round's model and features stand in")
+    q: float = Field(0.001, ge=0, description="temperature of the softmax over instance values inside a task "
+                     "(the released 0.001 makes the draw almost uniform)")
+
+
+class MllmSelectorSettings(_Section):
+    """MLLM-Selector (Ma et al. 2025; METHODS.md, our reading of the paper)."""
+
+    seed_fraction: float | None = Field(
+        None, ge=0, le=1, description="random share of the pool the seed model is fine-tuned on; None: 0 in a "
+        "run (the round's model is the seed model), 0.1 in `adapt select`")
+    alpha: float = Field(0.5, ge=0, le=1, description="share of the budget that goes to the highest necessity overall")
+    groups: int = Field(10, ge=1, description="k-means groups of the gradient features for grouped sampling")
+
+
+class DataTailorSettings(_Section):
+    """DataTailor (Yu et al. 2024; METHODS.md, DataTailor)."""
+
+    cut: float = Field(0.1, gt=0, le=1, description="the Ward tree is cut at this fraction of its last merge's height")
+    ward_max: int = Field(2000, ge=2, description="a task with more samples is first reduced to this many k-means "
+                          "centroids and Ward runs on them (exact Ward is quadratic)")
+
+
+class GdoSettings(_Section):
+    """GDO (Wu et al. 2026; METHODS.md, GDO), the image descriptors."""
+
+    preset: Literal["minloss", "diverse"] = Field(
+        "minloss", description="minloss: stratum quotas proportional to the pool, filled by quality; diverse: "
+        "quotas ∝ √stratum size, filled round-robin over coverage clusters")
+    coverage_k: int = Field(10, ge=1, description="k-means clusters of the gradient features for coverage")
+    length_bins: int = Field(3, ge=1, description="question- and answer-length bins (quantiles) of the strata")
+
+
 class SelectionConfig(_Section):
     method: str = "random"
     budget: Union[StrictInt, float] = Field(0.25, description="a fraction (float) of the round's pool, or a count (int)")
@@ -92,6 +130,10 @@ class SelectionConfig(_Section):
     expert_choice: str = Field("entropy", description="adapt_inf: entropy, or fixed:<expert>")
     budget_split: str = Field("uniform", description="adapt_inf: uniform | proportional | score_std")
     sampler: str = Field("ccs", description="adapt_inf: ccs | top | bottom | random")
+    tive: TiveSettings = TiveSettings()
+    mllm_selector: MllmSelectorSettings = MllmSelectorSettings()
+    datatailor: DataTailorSettings = DataTailorSettings()
+    gdo: GdoSettings = GdoSettings()
 
     @field_validator("budget")
     @classmethod

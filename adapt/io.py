@@ -68,6 +68,21 @@ def write_with_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Non
         writer(tmp)
 
 
+def write_dir_atomic(out: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
+    """Write a folder atomically: ``writer(tmp_folder)``, then rename it to ``out`` (an old ``out``
+    is removed first)."""
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    writer(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

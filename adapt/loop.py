@@ -13,7 +13,6 @@ each phase so the other ranks read what it wrote.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from adapt.data.stream import StreamEntry, load_stream, resolve_stream, save_str
 from adapt.errors import AdaptError
 from adapt.evaluation.continual_metrics import continual_metrics
 from adapt.evaluation.generation import EvalTask, evaluate_tasks
-from adapt.io import read_json, write_json_atomic, write_text_atomic, write_with_atomic
+from adapt.io import read_json, write_dir_atomic, write_json_atomic, write_text_atomic, write_with_atomic
 from adapt.models.loading import ModelBundle, load_model
 from adapt.models.lora import add_new_adapter, count_trainable, load_adapter
 from adapt.models.tiny import BUILTIN_PREFIX, build_builtin, builtin_cache_key
@@ -107,7 +106,7 @@ class ContinualRun:
         if config.selection.method not in SELECTORS:
             raise AdaptError(f"selection.method: unknown selector {config.selection.method!r}; "
                              f"known: {', '.join(SELECTORS.names())}")
-        if getattr(SELECTORS.get(config.selection.method), "needs_features", False) and not config.features.enabled:
+        if SELECTORS.get(config.selection.method).needs_features_for(config) and not config.features.enabled:
             raise AdaptError(f"selection.method={config.selection.method} needs the gradient features: "
                              "set features.enabled=true")
         if config.features.enabled:
@@ -257,6 +256,9 @@ class ContinualRun:
                                model=model, config=self.config, extras={"pool": self.pool},
                                progress=self.progress)
         table = self.selector.select(ctx)
+        if "summary" in ctx.extras:  # what the method decided beyond the table (task budgets, ...)
+            write_json_atomic(self.round_dir(t) / "selector.json", {"method": self.selector.name,
+                                                                   **ctx.extras["summary"]})
         path = self.round_dir(t) / "selection.parquet"
         write_with_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
         n = int(table["selected"].sum())
@@ -292,10 +294,7 @@ class ContinualRun:
     def phase_features(self, t: int) -> None:
         """Projected per-sample gradients of the adapter round t is about to train, for the whole
         active pool, and the loss-based scores of the same pass (rounds/<t>/features)."""
-        from adapt.features.extract import extract_features
-        from adapt.features.per_sample import lora_linears
-        from adapt.features.projectors import PROJECTORS
-        from adapt.features.store import FeatureStore
+        from adapt.features.extract import gradient_store
 
         fc = self.config.features
         self._bundle, self._bundle_tag = None, None
@@ -305,21 +304,11 @@ class ContinualRun:
             self._log("  features: none in a round that trains every weight (no LoRA adapter yet)")
             return
         uids = self.pool.table(status="active", columns=["uid"])["uid"].tolist()
-        out = self.round_dir(t) / "features"
-        settings = {"projector": fc.projector, "seed": self.config.seed, "layers": fc.layers}
-        if self.is_main:
-            FeatureStore.create(out, uids, fc.dim, **settings)
-        self.accelerator.wait_for_everyone()
-        store = FeatureStore(out)
-        linears = lora_linears(bundle.model, fc.layers)
-        extract_features(bundle.model, bundle.family, self.pool.samples(uids), store,
-                         PROJECTORS.get(fc.projector)(fc.dim, seed=self.config.seed), linears, fc.batch_size,
-                         self.config.model.max_length, accelerator=self.accelerator, progress=self.progress,
-                         desc=f"round {t} features")
-        for p in bundle.model.parameters():
-            p.grad = None
+        store = gradient_store(bundle.model, bundle.family, self.pool.samples(uids), self.round_dir(t) / "features",
+                               fc, self.config.seed, self.config.model.max_length, accelerator=self.accelerator,
+                               progress=self.progress, desc=f"round {t} features")
         self._log(f"  features: {store.n} samples × d={fc.dim} ({fc.projector}, "
-                  f"{sum(lin.numel for lin in linears):,} LoRA weights)")
+                  f"{store.meta['lora_weights']:,} LoRA weights)")
 
     def phase_train(self, t: int) -> None:
         table = pd.read_parquet(self.round_dir(t) / "selection.parquet")
@@ -345,7 +334,7 @@ class ContinualRun:
         out = self.round_dir(t) / ("model" if full else "adapter")
         model = self.accelerator.unwrap_model(bundle.model)
         if self.accelerator.is_main_process:
-            self._save_dir(out, lambda d: self._save_model(model, bundle, d, full))
+            write_dir_atomic(out, lambda d: self._save_model(model, bundle, d, full))
         self.accelerator.wait_for_everyone()
         info = stats.to_dict() | {"mode": "full" if full else "lora", "trainable": n_train,
                                   "dataset_counts": _counts(self.pool.table(status=None, columns=["uid", "dataset"]), uids)}
@@ -362,17 +351,6 @@ class ContinualRun:
             bundle.tokenizer.save_pretrained(out)
             if bundle.image_processor is not None:
                 bundle.image_processor.save_pretrained(out)
-
-    @staticmethod
-    def _save_dir(out: Path, writer) -> None:
-        """Write a folder atomically: into a temp folder, then rename."""
-        tmp = out.with_name(f".{out.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        writer(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
 
     def phase_evaluate(self, t: int | str, names: list[str] | None = None) -> dict[str, float]:
         bundle = self._model_after(-1 if t == BASE else int(t))
@@ -580,6 +558,19 @@ class ContinualRun:
             if self._loggers is not None:
                 self._loggers.finish()
                 self._loggers = None
+
+    def select_only(self) -> pd.DataFrame:
+        """One round over every dataset of the stream, up to its selection (``adapt select``);
+        returns ``rounds/0/selection.parquet``. Resumable like a run."""
+        self.state.set(status="running")
+        self._base_path()
+        entries = self.stream
+        self._timed(0, "ingest", lambda: self.phase_ingest(0, entries))
+        if self.config.features.enabled:
+            self._timed(0, "features", lambda: self.phase_features(0), every_rank=True)
+        self._timed(0, "select", lambda: self.phase_select(0, entries))
+        self.state.set(status="selected", phase=None)
+        return pd.read_parquet(self.round_dir(0) / "selection.parquet")
 
     def _timed(self, t: int | str, phase: str, fn, every_rank: bool = False) -> None:
         """Run one phase unless state.json has it; only the main process runs it unless ``every_rank``."""

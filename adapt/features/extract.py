@@ -32,7 +32,7 @@ def fill_store(store: FeatureStore, samples: list[Sample], family: ModelFamily, 
                device: torch.device, accelerator: Any = None, progress: bool = True,
                desc: str = "features") -> FeatureStore:
     """Fill every row of ``store`` not yet done (``samples[i]`` is row i) with ``compute(part,
-    batch) -> (features [b, dim], scores [b, len(SCORE_COLUMNS)])``, this rank's rows only."""
+    batch) -> (features [b, dim], scores [b, len(store.columns)])``, this rank's rows only."""
     if len(samples) != store.n:
         raise ValueError(f"{len(samples)} samples for a feature store of {store.n} rows")
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
@@ -81,6 +81,32 @@ def extract_features(model: Any, family: ModelFamily, samples: list[Sample], sto
         for w, f in zip(weights, flags):
             w.requires_grad_(f)
         model.train(was_training)
+
+
+def gradient_store(model: Any, family: ModelFamily, samples: list[Sample], out: Any, features: Any, seed: int,
+                   max_length: int, accelerator: Any = None, progress: bool = True,
+                   desc: str = "features") -> FeatureStore:
+    """The projected LoRA gradients of ``samples`` under ``model`` (a peft model) in the store
+    ``out``, with the ``features`` settings (``FeaturesConfig``: dim, projector, layers, batch
+    size); an interrupted store of the same settings is continued. The round's features and the
+    reference passes of TIVE and MLLM-Selector are made here."""
+    from adapt.features.per_sample import lora_linears
+    from adapt.features.projectors import PROJECTORS
+
+    settings = {"projector": features.projector, "seed": seed, "layers": features.layers}
+    uids = [s.uid for s in samples]
+    if accelerator is None or accelerator.is_main_process:
+        FeatureStore.create(out, uids, features.dim, **settings)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    store = FeatureStore(out)
+    linears = lora_linears(model, features.layers)
+    extract_features(model, family, samples, store, PROJECTORS.get(features.projector)(features.dim, seed=seed),
+                     linears, features.batch_size, max_length, accelerator=accelerator, progress=progress, desc=desc)
+    for p in model.parameters():
+        p.grad = None
+    store.meta["lora_weights"] = sum(lin.numel for lin in linears)
+    return store
 
 
 def extract_hidden(model: Any, family: ModelFamily, samples: list[Sample], store: FeatureStore, batch_size: int,

@@ -2,10 +2,10 @@
 
 Layout of a store folder (``RUN_DIR/rounds/<t>/features/``)::
 
-    meta.json        n, dim, projector, seed, layers, columns of scores (written first)
+    meta.json        n, dim, projector, seed, layers, columns of scores (written last)
     uids.parquet     row -> uid (the pool order of the round)
     features.f16     memory-mapped float16 [n, dim], row i written in place by whoever computes it
-    scores.f32       memory-mapped float32 [n, len(SCORE_COLUMNS)]
+    scores.f32       memory-mapped float32 [n, len(columns)] (SCORE_COLUMNS for gradient features)
     done.u8          memory-mapped uint8 [n]: 1 once row i's features and scores are flushed
 
 Rows are flushed before their ``done`` flag, so an interrupted extraction resumes with the rows
@@ -44,14 +44,17 @@ class FeatureStore:
         self.meta: dict[str, Any] = read_json(meta_path)
         self.n = int(self.meta["n"])
         self.dim = int(self.meta["dim"])
+        self.columns: list[str] = list(self.meta.get("scores", SCORE_COLUMNS))
 
     # ---------------------------------------------------------------------------------- creation
     @classmethod
-    def create(cls, root: str | Path, uids: list[str], dim: int, **settings: Any) -> "FeatureStore":
+    def create(cls, root: str | Path, uids: list[str], dim: int, columns: tuple[str, ...] = SCORE_COLUMNS,
+               **settings: Any) -> "FeatureStore":
         """Create the files (zero-filled, nothing done), or open the store already there when its
-        settings and uids are the same (an interrupted extraction); a different one is an error."""
+        settings and uids are the same (an interrupted extraction); a different one is an error.
+        ``columns`` names the per-sample scores stored beside the features."""
         root = Path(root)
-        meta = {"n": len(uids), "dim": dim, "scores": list(SCORE_COLUMNS), **settings}
+        meta = {"n": len(uids), "dim": dim, "scores": list(columns), **settings}
         if (root / "meta.json").is_file():
             old = read_json(root / "meta.json")
             same_uids = pd.read_parquet(root / "uids.parquet")["uid"].tolist() == list(uids)
@@ -60,19 +63,19 @@ class FeatureStore:
             raise AdaptError(f"{root}: holds features of other settings or samples; remove it to recompute")
         root.mkdir(parents=True, exist_ok=True)
         write_with_atomic(root / "uids.parquet", lambda tmp: pd.DataFrame({"uid": list(uids)}).to_parquet(tmp))
-        for name, dtype, shape in cls._files(len(uids), dim):  # zero-filled raw files of the right size
+        for name, dtype, shape in cls._files(len(uids), dim, len(columns)):  # zero-filled raw files of the right size
             with open(root / name, "wb") as fh:
                 fh.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
         write_json_atomic(root / "meta.json", meta)  # last: a store without meta.json is not one
         return cls(root)
 
     @staticmethod
-    def _files(n: int, dim: int) -> list[tuple[str, str, tuple[int, ...]]]:
-        return [("features.f16", "float16", (n, dim)), ("scores.f32", "float32", (n, len(SCORE_COLUMNS))),
+    def _files(n: int, dim: int, ncols: int) -> list[tuple[str, str, tuple[int, ...]]]:
+        return [("features.f16", "float16", (n, dim)), ("scores.f32", "float32", (n, ncols)),
                 ("done.u8", "uint8", (n,))]
 
     def _map(self, name: str, mode: str = "r") -> np.memmap:
-        for fname, dtype, shape in self._files(self.n, self.dim):
+        for fname, dtype, shape in self._files(self.n, self.dim, len(self.columns)):
             if fname == name:
                 if self.n == 0:
                     return np.zeros(shape, dtype=dtype)  # type: ignore[return-value]
@@ -113,7 +116,8 @@ class FeatureStore:
 
     def scores(self) -> pd.DataFrame:
         """uid and the scores of the gradient pass, one row per sample."""
-        df = pd.DataFrame(np.array(self._map("scores.f32")), columns=list(SCORE_COLUMNS))
+        df = pd.DataFrame(np.array(self._map("scores.f32")), columns=self.columns)
         df.insert(0, "uid", self.uids())
-        df["answer_tokens"] = df["answer_tokens"].astype(int)
+        if "answer_tokens" in df:
+            df["answer_tokens"] = df["answer_tokens"].astype(int)
         return df

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,9 @@ class ScoringContext:
     """What a scorer may use: the pool's uids (row order of the feature store), the store with the
     gradient pass's scores, and the model of the round (with its family) for scorers that run it.
     The samples themselves are read only when a scorer asks for them (``ctx.samples``), through
-    ``load_samples`` (the loop passes ``DataPool.samples``)."""
+    ``load_samples`` (the loop passes ``DataPool.samples``). ``work_dir`` is where a scorer may
+    keep resumable intermediate files (the round's folder); ``settings`` is the run's
+    ``SelectionConfig`` (per-method settings)."""
 
     uids: list[str]
     load_samples: Callable[[list[str]], list[Sample]] | None = None
@@ -33,6 +36,9 @@ class ScoringContext:
     batch_size: int = 16
     max_length: int = 2048
     progress: bool = False
+    work_dir: Path | None = None
+    settings: Any = None
+    seed: int = 0
 
     @classmethod
     def of_samples(cls, samples: list[Sample], **kw: Any) -> "ScoringContext":
@@ -44,6 +50,17 @@ class ScoringContext:
         if self.load_samples is None:
             raise ValueError("this scorer reads the samples: give ScoringContext.load_samples")
         return self.load_samples(self.uids)
+
+    @cached_property
+    def tasks(self) -> np.ndarray:
+        """The task label of every sample."""
+        return np.asarray([s.task or s.dataset for s in self.samples], dtype=object)
+
+    def setting(self, method: str) -> Any:
+        """The settings section of ``method`` (the defaults when the context has none)."""
+        from adapt.config import SelectionConfig
+
+        return getattr(self.settings if self.settings is not None else SelectionConfig(), method)
 
 
 Scorer = Callable[[ScoringContext], np.ndarray]

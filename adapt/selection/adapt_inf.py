@@ -90,30 +90,20 @@ class AdaptInf(Selector):
     needs_features = True
 
     def select(self, ctx: SelectionContext) -> pd.DataFrame:
-        from adapt.features.store import FeatureStore
-        from adapt.scoring import SCORERS, ScoringContext
+        from adapt.scoring import SCORERS
+        from adapt.selection.inputs import round_dir, round_store, scoring_context
 
         sc = ctx.config.selection
-        round_dir = ctx.run_dir / "rounds" / str(ctx.round)
-        store_dir = round_dir / "features"
-        if not (store_dir / "meta.json").is_file():
-            raise AdaptError("selection.method=adapt_inf needs the round's gradient features: set features.enabled=true")
-        store = FeatureStore(store_dir)
-        uids = ctx.pool["uid"].tolist()
-        if store.uids() != uids:
-            raise AdaptError(f"{store_dir}: features of another pool; remove the folder to recompute")
-        pool = ctx.extras.get("pool")
-        sctx = ScoringContext(uids=uids, load_samples=pool.samples if pool is not None else None, store=store,
-                              model=ctx.model.model if ctx.model is not None else None,
-                              family=ctx.model.family if ctx.model is not None else None,
-                              max_length=ctx.config.model.max_length,
-                              batch_size=ctx.config.evaluation.batch_size, progress=ctx.progress)
+        store = round_store(ctx, "adapt_inf")
+        sctx = scoring_context(ctx, store)
+        uids = sctx.uids
         scores = {e: SCORERS.get(e)(sctx) for e in sc.experts}
         result = adapt_inf_round(store.normalized(), scores, ctx.budget, k=sc.k, expert_choice=sc.expert_choice,
                                  budget_split=sc.budget_split, sampler=sc.sampler, seed=ctx.seed)
         table = pd.DataFrame({"uid": uids, "cluster": result.labels, **scores})
-        write_with_atomic(round_dir / "scores.parquet", lambda tmp: table.to_parquet(tmp, index=False))
-        write_json_atomic(round_dir / "experts.json", {
+        out = round_dir(ctx)
+        write_with_atomic(out / "scores.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+        write_json_atomic(out / "experts.json", {
             "experts": sc.experts, "expert_choice": sc.expert_choice, "budget_split": sc.budget_split,
             "sampler": sc.sampler, "clusters": [
                 {"cluster": c, "size": int((result.labels == c).sum()), "expert": e, "quota": q,

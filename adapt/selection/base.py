@@ -64,9 +64,16 @@ class Selector(ABC):
     joint: bool = False
     #: whether ``select`` needs the current model (the loop loads it first)
     needs_model: bool = False
+    #: whether ``select`` reads the round's gradient features (``features.enabled``)
+    needs_features: bool = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = config
+
+    @classmethod
+    def needs_features_for(cls, config: Any) -> bool:
+        """Whether this selector, with ``config``, reads the round's gradient features."""
+        return cls.needs_features
 
     @abstractmethod
     def select(self, ctx: SelectionContext) -> pd.DataFrame:

@@ -164,9 +164,13 @@ def _selection_counts(run: dict[str, Any]) -> list[dict[str, int]] | None:
     return None
 
 
+PLOTTED_CLUSTERS = 40  # more clusters than this (DataTailor's Ward cut) make no readable bar plot
+
+
 def round_selection_plot(run_dir: Path, t: int, label: str) -> Path | None:
     """``plots/selection_round_<t>.png`` from ``rounds/<t>/selection.parquet`` when the round's
-    selection is clustered (Adapt-∞ and other clustered selectors); None otherwise."""
+    selection is clustered (Adapt-∞ and other clustered selectors) into at most
+    ``PLOTTED_CLUSTERS`` clusters; None otherwise."""
     import pandas as pd
 
     from adapt.tracking.plots import plot_round_selection
@@ -178,7 +182,7 @@ def round_selection_plot(run_dir: Path, t: int, label: str) -> Path | None:
         table = pd.read_parquet(path, columns=["cluster", "task", "expert", "selected"])
     except Exception as exc:  # noqa: BLE001 - a damaged file is reported, not a traceback
         raise AdaptError(f"{path}: cannot read the selection ({exc})") from None
-    if not (table["cluster"] >= 0).any():
+    if not (table["cluster"] >= 0).any() or table["cluster"].nunique() > PLOTTED_CLUSTERS:
         return None
     return plot_round_selection(table, Path(run_dir) / "plots" / f"selection_round_{t}.png",
                                 f"round {t}: {label}")

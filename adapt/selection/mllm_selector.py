@@ -1,0 +1,84 @@
+"""MLLM-Selector (Ma et al. 2025, arXiv 2503.20502; METHODS.md, MLLM-Selector).
+
+The paper's code is not public; this is **our reading of the paper**, as METHODS.md documents it:
+
+- a *seed model* fine-tuned on a random subset of the pool (``seed_fraction``); in a continual run
+  the round's model, trained on the earlier rounds, is the seed model (``seed_fraction`` 0);
+- necessity(x) = the seed model's answer loss on x: what it still gets wrong is what it needs;
+- groups = k-means clusters of the gradient features (``groups``);
+- a fraction α of the budget goes to the highest necessity overall; the rest is spread over the
+  groups in proportion to group size and filled by necessity inside each group (grouped sampling
+  for diversity).
+
+As an expert in Adapt-∞'s pool, ``mllm_selector`` scores each sample by its necessity under the
+round's model (the stored answer loss of the gradient pass).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from adapt.scoring.base import SCORERS, ScoringContext, stored_column
+from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
+from adapt.selection.budget import split_weighted
+from adapt.selection.clustering import cluster
+from adapt.selection.inputs import reference_store
+
+ONE_SHOT_SEED_FRACTION = 0.1  # ``adapt select``'s seed subset when the config leaves it unset
+
+
+def mllm_selector_pick(necessity: np.ndarray, groups: np.ndarray, budget: int, alpha: float = 0.5) -> np.ndarray:
+    """The selected mask: the round(α·b) highest necessities, then the rest of ``b`` over the
+    groups ∝ group size (largest remainder, capped at what a group has left), each group's share
+    by necessity."""
+    nec = np.asarray(necessity, dtype=np.float64)
+    n = len(nec)
+    budget = min(int(budget), n)
+    order = np.lexsort((np.arange(n), -nec))  # highest necessity first, ties by row
+    selected = np.zeros(n, dtype=bool)
+    selected[order[: int(round(alpha * budget))]] = True
+    labels = np.asarray(groups)
+    names = np.unique(labels)
+    left = [order[(labels[order] == g) & ~selected[order]] for g in names]  # each group's rows, best first
+    quotas = split_weighted([len(r) for r in left], [float((labels == g).sum()) for g in names],
+                            budget - int(selected.sum()))
+    for rows, q in zip(left, quotas):
+        selected[rows[:q]] = True
+    return selected
+
+
+def seed_rows(n: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """The seed model's random subset: round(fraction·n) rows."""
+    m = int(round(fraction * n))
+    return np.sort(rng.choice(n, size=min(m, n), replace=False)).astype(np.int64) if m > 0 else np.zeros(0, np.int64)
+
+
+@SCORERS.register("mllm_selector")
+def score_mllm_selector(ctx: ScoringContext) -> np.ndarray:
+    """Necessity: the round's model's mean answer loss on the sample."""
+    return stored_column(ctx, "loss")
+
+
+@SELECTORS.register("mllm_selector")
+class MllmSelector(Selector):
+    """MLLM-Selector as a continual strategy (our reading of the paper; see the module docstring)."""
+
+    name = "mllm_selector"
+    needs_model = True
+
+    @classmethod
+    def needs_features_for(cls, config) -> bool:
+        return not config.selection.mllm_selector.seed_fraction  # None or 0: the round's model and features
+
+    def select(self, ctx: SelectionContext) -> pd.DataFrame:
+        st = ctx.config.selection.mllm_selector
+        warm = seed_rows(len(ctx.pool), st.seed_fraction or 0.0, np.random.default_rng(ctx.seed))
+        store = reference_store(ctx, "mllm_selector", warm, desc=f"round {ctx.round} mllm_selector seed")
+        necessity = store.scores()["loss"].to_numpy(dtype=np.float64)
+        groups = cluster(store.normalized(), st.groups, ctx.seed).labels
+        selected = mllm_selector_pick(necessity, groups, ctx.budget, st.alpha)
+        ctx.extras["summary"] = {"seed_samples": int(len(warm)), "groups": int(len(np.unique(groups))),
+                                 "top_overall": int(round(st.alpha * min(ctx.budget, len(necessity))))}
+        return selection_frame(ctx.pool, selected, scores=necessity, clusters=groups,
+                               experts=np.full(len(groups), "mllm_selector", dtype=object))

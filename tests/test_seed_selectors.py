@@ -1,0 +1,210 @@
+"""TIVE, MLLM-Selector, DataTailor and GDO on small constructed inputs whose answers are worked
+out by hand (METHODS.md), and every one of them returns exactly the budget."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adapt.data.sample import Sample
+from adapt.selection.datatailor import (datatailor_select, datatailor_values, percentile_rank, representativeness,
+                                        spectral_entropy, uniqueness, ward_clusters)
+from adapt.selection.gdo import content_hash, gdo_construct, is_multiple_choice, quality, robust_z, strata
+from adapt.selection.mllm_selector import mllm_selector_pick, seed_rows
+from adapt.selection.tive import instance_values, task_budgets, task_values, tive_select, warmup_rows
+
+
+# ---------------------------------------------------------------------------------------------- TIVE
+def test_tive_task_budgets_follow_the_mean_gradient_norms():
+    tasks = np.array(["a"] * 100 + ["b"] * 100 + ["c"] * 50, dtype=object)
+    norms = np.r_[np.full(100, 1.0), np.linspace(2.0, 4.0, 100), np.full(50, 4.0)]  # V = 1, 3, 4
+    values = task_values(norms, tasks)
+    assert values == pytest.approx({"a": 1.0, "b": 3.0, "c": 4.0})
+    assert task_budgets(tasks, values, 80) == {"a": 10, "b": 30, "c": 40}
+    # a task whose share exceeds its size is taken whole, the rest goes to the others by value
+    assert task_budgets(tasks, values, 150) == {"a": 25, "b": 75, "c": 50}
+
+
+def test_tive_instance_value_is_the_mean_cosine_within_the_task():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(30, 8))
+    tasks = np.array(["x"] * 12 + ["y"] * 18, dtype=object)
+    got = instance_values(g, tasks)
+    for rows in (np.arange(12), np.arange(12, 30)):
+        u = g[rows] / np.linalg.norm(g[rows], axis=1, keepdims=True)
+        cos = u @ u.T  # the authors' N×N matrix
+        np.testing.assert_allclose(got[rows], cos.mean(axis=1), rtol=1e-5)
+        mean_dir = u.mean(0)  # = cosine with the task's mean normalised gradient, times its norm
+        np.testing.assert_allclose(got[rows], (u @ (mean_dir / np.linalg.norm(mean_dir))) * np.linalg.norm(mean_dir),
+                                   rtol=1e-5)
+
+
+def test_tive_draw_with_a_sharp_temperature_takes_the_highest_instance_values():
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(40, 6)) + np.array([3.0, 0, 0, 0, 0, 0])
+    tasks = np.array(["a"] * 40, dtype=object)
+    selected, inst, _, quotas = tive_select(g, np.ones(40), tasks, 10, q=1e6, seed=0)
+    assert quotas == {"a": 10} and selected.sum() == 10
+    assert set(np.flatnonzero(selected)) == set(np.argsort(-inst)[:10])
+
+
+def test_tive_warmup_takes_the_same_number_from_every_task():
+    tasks = np.array(["a"] * 500 + ["b"] * 100 + ["c"] * 10, dtype=object)
+    rows = warmup_rows(tasks, 0.08, np.random.default_rng(0))
+    per = {t: int((tasks[rows] == t).sum()) for t in "abc"}
+    assert per == {"a": 16, "b": 16, "c": 10}  # round(0.08·610/3) = 16, all of the small task
+    assert len(set(rows.tolist())) == len(rows)
+    assert len(warmup_rows(tasks, 0.0, np.random.default_rng(0))) == 0
+
+
+# ---------------------------------------------------------------------------------------------- MLLM-Selector
+def test_mllm_selector_top_necessity_then_groups_by_size():
+    necessity = np.array([9, 8, 7, 6, 5, 4, 3, 2], dtype=float)
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    # α·b = 2 highest overall (rows 0, 1); the other 2 split 1:1 by group size, each group's best left
+    assert np.flatnonzero(mllm_selector_pick(necessity, groups, 4, alpha=0.5)).tolist() == [0, 1, 2, 4]
+    # α = 0: groups of sizes 6 and 2 share 4 as 3:1
+    groups = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    assert np.flatnonzero(mllm_selector_pick(necessity, groups, 4, alpha=0.0)).tolist() == [0, 1, 2, 6]
+    # α = 1: the top b by necessity
+    assert np.flatnonzero(mllm_selector_pick(necessity[::-1], groups, 3, alpha=1.0)).tolist() == [5, 6, 7]
+
+
+def test_mllm_selector_seed_subset_is_the_fraction():
+    rows = seed_rows(1000, 0.1, np.random.default_rng(0))
+    assert len(rows) == 100 and len(set(rows.tolist())) == 100
+    assert len(seed_rows(1000, 0.0, np.random.default_rng(0))) == 0
+
+
+# ---------------------------------------------------------------------------------------------- DataTailor
+def test_datatailor_informativeness_of_a_rank_one_matrix_is_zero():
+    u, v = torch.randn(7, 1), torch.randn(1, 5)
+    info, tau = spectral_entropy(u @ v)
+    assert info == pytest.approx(0.0, abs=1e-6) and tau == pytest.approx(1.0, abs=1e-6)
+    info, tau = spectral_entropy(torch.eye(3) * 2.0)  # three equal singular values
+    assert info == pytest.approx(math.log(3)) and tau == pytest.approx(1 / 3)
+
+
+def test_datatailor_uniqueness_by_hand():
+    p = np.array([[0.0], [1.0], [3.0]])
+    info = np.array([1.0, 2.0, 3.0])
+    # pairwise distances 1, 3, 2; Σ_{j,k} = 12, / |C| = 4
+    np.testing.assert_allclose(uniqueness(p, info, np.zeros(3, int)), [11 / 4, 7 / 4, 7 / 4])
+    # one sample per cluster: 0
+    np.testing.assert_allclose(uniqueness(p, info, np.arange(3)), [0, 0, 0])
+    np.testing.assert_allclose(uniqueness(p, info, np.zeros(3, int), chunk=1), [11 / 4, 7 / 4, 7 / 4])
+
+
+def test_datatailor_representativeness_by_hand():
+    info = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    labels = np.array([0, 0, 1, 2])  # means (1,0), (0,1), (1,0)
+    e = math.e
+    tau = np.array([(1 + e) / 2, (1 + 1) / 2, (e + 1) / 2])
+    np.testing.assert_allclose(representativeness(p, info, labels), tau[labels] * info)
+    np.testing.assert_allclose(representativeness(p, info, np.zeros(4, int)), info)  # one cluster: τ = 1
+
+
+def test_datatailor_value_of_two_orthogonal_samples_by_hand():
+    p = np.array([[1.0, 0.0], [0.0, 1.0]])
+    info = np.array([0.2, 0.5])
+    value, labels = datatailor_values(p, info, np.array([1, 3]), np.array(["t", "t"], dtype=object))
+    assert sorted(labels.tolist()) == [0, 1]  # the cut at 0.1 × the one merge separates them
+    # rk(I) = (.5, 1); U = 0, 0 -> rk (.75, .75); Rep = I (τ = exp(cos 0) = 1) -> rk (.5, 1)
+    np.testing.assert_allclose(value, [(1 * 0.5 + 0.75 + 0.5) / 3, (3 * 1 + 0.75 + 1) / 5])
+    np.testing.assert_allclose(percentile_rank(np.array([3.0, 1.0, 2.0, 2.0])), [1.0, 0.25, 0.625, 0.625])
+
+
+def test_ward_finds_separated_blobs_and_the_scalable_path_agrees():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0, 0], [20, 0, 0], [0, 20, 0]], dtype=float)
+    x = np.concatenate([c + rng.normal(scale=0.3, size=(60, 3)) for c in centers])
+    truth = np.repeat(np.arange(3), 60)
+    exact = ward_clusters(x, cut=0.5)
+    fast = ward_clusters(x, cut=0.5, ward_max=30)
+    for labels in (exact, fast):
+        assert len(np.unique(labels)) == 3
+        assert all(len(np.unique(labels[truth == c])) == 1 for c in range(3))
+
+
+def test_datatailor_budget_per_task_follows_size_times_mean_tau_squared():
+    tasks = np.array(["a"] * 4 + ["b"] * 4, dtype=object)
+    tau = np.array([0.5] * 4 + [1.0] * 4)  # weights 4·0.25 = 1 and 4·1 = 4
+    value = np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.8, 0.4, 0.6])
+    selected, quotas = datatailor_select(value, tau, tasks, 5)
+    assert quotas == {"a": 1, "b": 4}
+    assert np.flatnonzero(selected).tolist() == [1, 4, 5, 6, 7]
+
+
+# ---------------------------------------------------------------------------------------------- GDO
+def test_gdo_robust_z_and_quality_by_hand():
+    np.testing.assert_allclose(robust_z(np.array([1.0, 2, 3, 4, 5])), (np.arange(1, 6) - 3) / (2 / 1.349))
+    np.testing.assert_allclose(robust_z(np.array([2.0, 2, 2, 2, 5])), [0, 0, 0, 0, 3])  # IQR 0: scale 1
+    q, parts = quality(np.zeros(3), np.ones(3), np.zeros(3))
+    # σ(0) = .5 for image dependence and the stability proxy, exp(0) = 1, rep = 1, hardness 0
+    np.testing.assert_allclose(q, 0.28 * 0.5 + 0.18 * 0.5 + 0.14 * 1 + 0.10 * 1 + 0.06 * 0)
+    q2, _ = quality(np.array([0.0, 1.0, 2.0]), np.ones(3), np.zeros(3))
+    assert q2[2] > q2[1] > q2[0]  # more image dependence, higher quality
+
+
+def _s(i: str, q: str, a: str, images: tuple[str, ...] = ("/x.png",), dataset: str = "d") -> Sample:
+    return Sample(f"{dataset}/{i}", dataset, i, ({"from": "human", "value": q}, {"from": "gpt", "value": a}),
+                  images=images, task=dataset)
+
+
+def test_gdo_dedup_drops_an_exact_repeat():
+    samples = [_s("0", "What is it?", "cat"), _s("1", "What is it?", "cat"), _s("2", "What is it?", "dog"),
+               _s("3", "What is it?", "cat", images=("/y.png",))]
+    keys = np.array([content_hash(s) for s in samples], dtype=object)
+    assert keys[0] == keys[1] and len(set(keys.tolist())) == 3  # another image: another sample
+    score = np.array([0.9, 0.8, 0.5, 0.1])
+    one = np.array(["s"] * 4, dtype=object)
+    assert np.flatnonzero(gdo_construct(score, one, keys, 3)).tolist() == [0, 2, 3]
+    # the repeat is taken only when the unique samples run out
+    assert np.flatnonzero(gdo_construct(score, one, keys, 4)).tolist() == [0, 1, 2, 3]
+
+
+def test_gdo_strata_quotas_by_preset():
+    stratum = np.array(["a"] + ["b"] * 4 + ["c"] * 16, dtype=object)
+    score = np.linspace(1, 0, 21)
+    keys = np.array([str(i) for i in range(21)], dtype=object)
+    per = lambda sel: [int(sel[stratum == s].sum()) for s in "abc"]  # noqa: E731
+    assert per(gdo_construct(score, stratum, keys, 7, "minloss")) == [1, 1, 5]  # ∝ 1:4:16, largest remainder
+    assert per(gdo_construct(score, stratum, keys, 7, "diverse", np.zeros(21, int))) == [1, 2, 4]  # ∝ √: 1:2:4
+
+
+def test_gdo_diverse_fills_a_stratum_round_robin_over_coverage_clusters():
+    stratum = np.array(["s"] * 6, dtype=object)
+    score = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1])
+    coverage = np.array([0, 0, 0, 1, 1, 2])
+    keys = np.array(list("abcdef"), dtype=object)
+    assert np.flatnonzero(gdo_construct(score, stratum, keys, 3, "diverse", coverage)).tolist() == [0, 3, 5]
+    assert np.flatnonzero(gdo_construct(score, stratum, keys, 3, "minloss", coverage)).tolist() == [0, 1, 2]
+
+
+def test_gdo_strata_split_sources_lengths_and_multiple_choice():
+    samples = [_s("0", "Which? Options:\nA. cat\nB. dog", "A"), _s("1", "What animal is it?", "B"),
+               _s("2", "What animal is it?", "a black cat"), _s("3", "What animal is it?", "a cat", dataset="e")]
+    assert [is_multiple_choice(s) for s in samples] == [True, True, False, False]
+    st = strata(samples, length_bins=1)
+    assert st.tolist() == ["d|q0|a0|mc", "d|q0|a0|mc", "d|q0|a0|open", "e|q0|a0|open"]
+
+
+# ---------------------------------------------------------------------------------------------- budgets
+@pytest.mark.parametrize("budget", [0, 1, 13, 57, 120])
+def test_every_method_returns_exactly_the_budget(budget):
+    rng = np.random.default_rng(3)
+    n = 120
+    feats = rng.normal(size=(n, 5))
+    tasks = np.array(["a"] * 70 + ["b"] * 40 + ["c"] * 10, dtype=object)
+    want = min(budget, n)
+    assert tive_select(feats, rng.random(n) + 0.1, tasks, budget, seed=0)[0].sum() == want
+    assert mllm_selector_pick(rng.random(n), rng.integers(0, 4, n), budget, 0.5).sum() == want
+    value, _ = datatailor_values(feats, rng.random(n), rng.integers(1, 4, n), tasks)
+    assert datatailor_select(value, rng.random(n), tasks, budget)[0].sum() == want
+    keys = np.array([str(i % 90) for i in range(n)], dtype=object)  # 30 exact repeats
+    for preset in ("minloss", "diverse"):
+        assert gdo_construct(rng.random(n), tasks, keys, budget, preset, rng.integers(0, 3, n)).sum() == want
