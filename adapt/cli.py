@@ -95,8 +95,9 @@ def select(
     method: str = typer.Option(..., "--method", help="tive, mllm_selector, datatailor, gdo, adapt_inf, random, ..."),
     ratio: float = typer.Option(..., "--ratio", help="Share of all the samples to keep (0 < ratio <= 1), or a "
                                 "count when > 1."),
-    out: Path = typer.Option(..., "--out", help="Where the chosen samples are written, in the input's format: "
-                             ".json (a list of LLaVA records), .jsonl or .parquet."),
+    out: Path = typer.Option(..., "--out", help="Where the chosen records are written, untouched: a .json list "
+                             "of LLaVA records, .jsonl or .parquet file; or a folder, one file per input in its "
+                             "own format (use a folder when the inputs' relative image paths have different roots)."),
     config: Optional[Path] = typer.Option(None, "--config", help="A YAML experiment config for the model, LoRA, "
                                           "feature and method settings (defaults otherwise)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="key.sub=value config overrides (repeatable)."),

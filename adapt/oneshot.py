@@ -54,32 +54,52 @@ def one_shot_config(data: list[Path], model: str, method: str, budget: int | flo
     return cfg
 
 
-def write_selected(data: list[Path], names: list[str], selected_uids: list[str], out: Path) -> dict[str, int]:
-    """The selected records of every input, untouched, into ``out`` (.json list, .jsonl or
-    .parquet, by its suffix), in input order; returns the count per dataset."""
+def check_output(target: Path, out: Path) -> None:
+    if target.suffix.lower() not in OUTPUT_FORMATS:
+        raise AdaptError(f"--out {out}: unsupported output type {target.suffix or target.name!r} "
+                         f"(use {', '.join(OUTPUT_FORMATS)}, or a folder)")
+
+
+def write_records(records: list[Any], out: Path) -> None:
+    """Records, untouched, into ``out`` atomically: a .json list, .jsonl lines or .parquet rows."""
+    check_output(out, out)
     suffix = out.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise AdaptError(f"--out {out}: unsupported output type {suffix or out.name!r} "
-                         f"(use {', '.join(OUTPUT_FORMATS)})")
-    chosen = set(selected_uids)
-    records: list[Any] = []
-    counts: dict[str, int] = {}
-    for path, name in zip(data, names):
-        kept = [rec for _, rec in load_records(path.resolve()) if f"{name}/{rec['id']}" in chosen]
-        counts[name] = len(kept)
-        records.extend(kept)
     if suffix == ".parquet":
         write_with_atomic(out, lambda tmp: pd.DataFrame(records).to_parquet(tmp, index=False))
-    else:
-        def dump(tmp: Path) -> None:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                if suffix == ".json":
-                    json.dump(records, fh, ensure_ascii=False, indent=1, default=_plain)
-                else:
-                    for rec in records:
-                        fh.write(json.dumps(rec, ensure_ascii=False, default=_plain) + "\n")
+        return
 
-        write_with_atomic(out, dump)
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            if suffix == ".json":
+                json.dump(records, fh, ensure_ascii=False, indent=1, default=_plain)
+            else:
+                for rec in records:
+                    fh.write(json.dumps(rec, ensure_ascii=False, default=_plain) + "\n")
+
+    write_with_atomic(out, dump)
+
+
+def output_paths(data: list[Path], names: list[str], out: Path) -> list[Path]:
+    """Where each input's chosen records go: all into ``out`` (a file), or, when ``out`` is a folder
+    (an existing one, or a path without suffix), one file per input named after the dataset, in the
+    input's format (a datasets folder gives .parquet)."""
+    if out.suffix and not out.is_dir():
+        return [out] * len(data)
+    return [out / f"{n}{p.suffix.lower() if p.is_file() else '.parquet'}" for p, n in zip(data, names)]
+
+
+def write_selected(data: list[Path], names: list[str], selected_uids: list[str], out: Path) -> dict[str, int]:
+    """The selected records of every input, untouched and in input order, into ``out``
+    (``output_paths``); returns the count per dataset."""
+    chosen = set(selected_uids)
+    by_file: dict[Path, list[Any]] = {}
+    counts: dict[str, int] = {}
+    for path, name, target in zip(data, names, output_paths(data, names, out)):
+        kept = [rec for _, rec in load_records(path.resolve()) if f"{name}/{rec['id']}" in chosen]
+        counts[name] = len(kept)
+        by_file.setdefault(target, []).extend(kept)
+    for target, records in by_file.items():
+        write_records(records, target)
     return counts
 
 
@@ -98,9 +118,8 @@ def select_once(data: list[Path], model: str, method: str, budget: int | float, 
 
     if not data:
         raise AdaptError("give at least one dataset")
-    if out.suffix.lower() not in OUTPUT_FORMATS:
-        raise AdaptError(f"--out {out}: unsupported output type {out.suffix or out.name!r} "
-                         f"(use {', '.join(OUTPUT_FORMATS)})")
+    for target in set(output_paths(data, dataset_names(data), out)):
+        check_output(target, out)
     cfg = one_shot_config(data, model, method, budget, config, overrides, image_root)
     names = [d.name for d in cfg.stream.datasets]
     with tempfile.TemporaryDirectory(prefix="adapt-select-") as tmp:
