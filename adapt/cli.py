@@ -139,25 +139,30 @@ def add_dataset(
     task: Optional[str] = typer.Option(None, "--task", help="Task label (default: the name)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder image paths are relative to."),
 ) -> None:
-    """Append a dataset to a run's stream; it is ingested at the next round (`adapt run --resume`)."""
+    """Append a dataset to a run's stream, after checking it: a run going on ingests it as its next
+    round; a finished or stopped one with `adapt run --resume`."""
     _quiet_libraries()
     from adapt.data.readers import read_dataset
     from adapt.data.stream import StreamEntry, load_stream, save_stream
     from adapt.evaluation.answer_scorers import ANSWER_SCORERS
+    from adapt.runlock import STREAM_LOCK, RunLock
 
     try:
         run_dir = run_dir.resolve()
-        entries = load_stream(run_dir)
-        if any(e.name == name for e in entries):
+        if any(e.name == name for e in load_stream(run_dir)):
             raise AdaptError(f"{run_dir}: the stream already has a dataset named {name!r}")
         if metric not in ANSWER_SCORERS:
             raise AdaptError(f"--metric: unknown scorer {metric!r}; known: {', '.join(ANSWER_SCORERS.names())}")
         root = str(image_root.resolve()) if image_root else None
         n = len(read_dataset(path, name=name, task=task, image_root=root, progress=True))
         n_eval = len(read_dataset(eval_path, name=name, task=task, image_root=root)) if eval_path else 0
-        entries.append(StreamEntry(name, str(path.resolve()), str(eval_path.resolve()) if eval_path else None,
-                                   metric, task, root))
-        save_stream(run_dir, entries)
+        with RunLock(run_dir, "add-dataset", file=STREAM_LOCK, wait=True):  # one stream edit at a time
+            entries = load_stream(run_dir)
+            if any(e.name == name for e in entries):
+                raise AdaptError(f"{run_dir}: the stream already has a dataset named {name!r}")
+            entries.append(StreamEntry(name, str(path.resolve()), str(eval_path.resolve()) if eval_path else None,
+                                       metric, task, root))
+            save_stream(run_dir, entries)
     except AdaptError as exc:
         _fail(exc)
         return
@@ -190,6 +195,11 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     Console().print(table)
     if state.get("phase"):
         Console().print(f"current: round {state['round']}, phase {state['phase']}")
+    from adapt.runlock import RunLock
+
+    holder = RunLock(run_dir).live_holder()
+    Console().print(f"running now: process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+                    if holder is not None else "no process is running it now")
 
 
 @app.command()

@@ -34,6 +34,7 @@ from adapt.io import read_json, write_dir_atomic, write_json_atomic, write_text_
 from adapt.models.loading import ModelBundle, load_model
 from adapt.models.lora import add_new_adapter, count_trainable, load_adapter
 from adapt.models.tiny import BUILTIN_PREFIX, build_builtin, builtin_cache_key
+from adapt.runlock import RunLock
 from adapt.selection import SELECTORS, SelectionContext, Selector, resolve_budget
 from adapt.selection.base import phase_seed
 from adapt.training.trainer import get_accelerator, process_state, train_round
@@ -94,6 +95,7 @@ class ContinualRun:
         self._bundle_tag: str | None = None
         self._bundle_full = False
         self._eval_cache: dict[str, list[Sample]] = {}
+        self._frozen_stream: list[StreamEntry] | None = None
         self._accelerator = None
         self._loggers = None
 
@@ -117,14 +119,14 @@ class ContinualRun:
                                  f"known: {', '.join(PROJECTORS.names())}")
         dist = process_state()
         if dist.is_main_process:
-            if (run_dir / "state.json").exists():
-                raise AdaptError(f"{run_dir}: already holds a run; use `adapt run --resume {run_dir}` "
-                                 "or another --run-dir")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            entries = resolve_stream(config, run_dir, base_dir=config_dir, progress=progress)
-            write_text_atomic(run_dir / "config.yaml", config.to_yaml())
-            save_stream(run_dir, entries)
-            RunState.load_or_new(run_dir / "state.json", config.seed).save()
+            with RunLock(run_dir, "create"):
+                if (run_dir / "state.json").exists():
+                    raise AdaptError(f"{run_dir}: already holds a run; use `adapt run --resume {run_dir}` "
+                                     "or another --run-dir")
+                entries = resolve_stream(config, run_dir, base_dir=config_dir, progress=progress)
+                write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+                save_stream(run_dir, entries)
+                RunState.load_or_new(run_dir / "state.json", config.seed).save()
         dist.wait_for_everyone()
         return cls(run_dir, config, progress, console)
 
@@ -139,7 +141,15 @@ class ContinualRun:
     # ------------------------------------------------------------------ small helpers
     @property
     def stream(self) -> list[StreamEntry]:
-        return load_stream(self.run_dir)
+        """The run's datasets, read from stream.json each time (``adapt add-dataset`` may append
+        while the run goes on); under several processes, the stream as it was at the first read,
+        so that every rank walks the same rounds."""
+        if self._frozen_stream is not None:
+            return self._frozen_stream
+        entries = load_stream(self.run_dir)
+        if process_state().num_processes > 1:
+            self._frozen_stream = entries
+        return entries
 
     def rounds(self) -> list[list[StreamEntry]]:
         """Datasets ingested at each round: one per round, or all at once for a joint selector."""
@@ -527,27 +537,23 @@ class ContinualRun:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
-        """Run (or continue) every round; returns metrics.json's content."""
+        """Run (or continue) every round; returns metrics.json's content. The run directory is
+        locked for the duration (``adapt.runlock``); a dataset added to the stream meanwhile
+        (``adapt add-dataset``) is ingested as the next round."""
+        lock = RunLock(self.run_dir).acquire() if self.is_main else None
         self.state.set(status="running")
         try:
             self._base_path()  # a built-in model is built (and cached) here, outside the timed phases
-            self._backfill()
             if self.config.evaluation.before_training and not self.state.done(f"{BASE}:evaluate"):
                 self._timed(BASE, "evaluate", lambda: self.phase_evaluate(BASE), every_rank=True)
-            rounds = self.rounds()
-            for t, entries in enumerate(rounds):
-                if self.state.done(f"{t}:checkpoint"):
+            t = 0
+            while t < len(rounds := self.rounds()):  # the stream is read again each round
+                entries = rounds[t]
+                t += 1
+                self._backfill()
+                if self.state.done(f"{t - 1}:checkpoint"):
                     continue
-                names = ", ".join(e.name for e in entries)
-                self.console.rule(f"round {t + 1}/{len(rounds)}: {names}")
-                self._timed(t, "ingest", lambda: self.phase_ingest(t, entries))
-                if self.config.features.enabled:
-                    self._timed(t, "features", lambda: self.phase_features(t), every_rank=True)
-                self._timed(t, "select", lambda: self.phase_select(t, entries))
-                self._timed(t, "train", lambda: self.phase_train(t), every_rank=True)
-                self._timed(t, "evaluate", lambda: self.phase_evaluate(t), every_rank=True)
-                self._timed(t, "prune", lambda: self.phase_prune(t))
-                self._timed(t, "checkpoint", lambda: self.phase_checkpoint(t))
+                self._round(t - 1, entries, len(rounds))
             if not self.is_main:
                 self.accelerator.wait_for_everyone()
                 return read_json(self.run_dir / "metrics.json")
@@ -558,19 +564,34 @@ class ContinualRun:
             if self._loggers is not None:
                 self._loggers.finish()
                 self._loggers = None
+            if lock is not None:
+                lock.release()
+
+    def _round(self, t: int, entries: list[StreamEntry], n_rounds: int) -> None:
+        """Every phase of round ``t`` not yet done."""
+        self.console.rule(f"round {t + 1}/{n_rounds}: {', '.join(e.name for e in entries)}")
+        self._timed(t, "ingest", lambda: self.phase_ingest(t, entries))
+        if self.config.features.enabled:
+            self._timed(t, "features", lambda: self.phase_features(t), every_rank=True)
+        self._timed(t, "select", lambda: self.phase_select(t, entries))
+        self._timed(t, "train", lambda: self.phase_train(t), every_rank=True)
+        self._timed(t, "evaluate", lambda: self.phase_evaluate(t), every_rank=True)
+        self._timed(t, "prune", lambda: self.phase_prune(t))
+        self._timed(t, "checkpoint", lambda: self.phase_checkpoint(t))
 
     def select_only(self) -> pd.DataFrame:
         """One round over every dataset of the stream, up to its selection (``adapt select``);
         returns ``rounds/0/selection.parquet``. Resumable like a run."""
-        self.state.set(status="running")
-        self._base_path()
-        entries = self.stream
-        self._timed(0, "ingest", lambda: self.phase_ingest(0, entries))
-        if self.config.features.enabled:
-            self._timed(0, "features", lambda: self.phase_features(0), every_rank=True)
-        self._timed(0, "select", lambda: self.phase_select(0, entries))
-        self.state.set(status="selected", phase=None)
-        return pd.read_parquet(self.round_dir(0) / "selection.parquet")
+        with RunLock(self.run_dir, "select"):
+            self.state.set(status="running")
+            self._base_path()
+            entries = self.stream
+            self._timed(0, "ingest", lambda: self.phase_ingest(0, entries))
+            if self.config.features.enabled:
+                self._timed(0, "features", lambda: self.phase_features(0), every_rank=True)
+            self._timed(0, "select", lambda: self.phase_select(0, entries))
+            self.state.set(status="selected", phase=None)
+            return pd.read_parquet(self.round_dir(0) / "selection.parquet")
 
     def _timed(self, t: int | str, phase: str, fn, every_rank: bool = False) -> None:
         """Run one phase unless state.json has it; only the main process runs it unless ``every_rank``."""

@@ -27,6 +27,7 @@ OUTPUT_FORMATS = (".json", ".jsonl", ".parquet")
 
 def dataset_names(paths: list[Path]) -> list[str]:
     """A name per data file: its stem, or its folder's name when stems repeat (``color/train.json``)."""
+    paths = [p.expanduser().resolve() for p in paths]
     stems = [p.stem if p.is_file() else p.name for p in paths]
     names = [p.parent.name if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
     return [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]

@@ -45,3 +45,22 @@ def test_demo_data_writes_the_stream(tmp_path):
     assert res.exit_code == 0, res.output
     meta = json.loads((tmp_path / "d" / "stream.json").read_text())
     assert len(meta["datasets"]) == 6 and meta["scale"] == 0.02
+
+
+def test_select_help_documents_the_one_shot_use_with_an_example():
+    res = runner.invoke(app, ["select", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "--method datatailor --ratio 0.15 --out selected.json" in res.output
+    assert "--ratio" in res.output and "--out" in res.output and "--work-dir" in res.output
+
+
+def test_one_shot_dataset_names_are_unique_and_readable(tmp_path):
+    from adapt.oneshot import dataset_names
+
+    for d in ("color", "count"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "train.json").write_text("[]")
+    (tmp_path / "extra.jsonl").write_text("")
+    paths = [tmp_path / "color/train.json", tmp_path / "count/train.json", tmp_path / "extra.jsonl"]
+    assert dataset_names(paths) == ["color", "count", "extra"]
+    assert dataset_names([tmp_path / "color/train.json", tmp_path / "color/train.json"]) == ["color-0", "color-1"]
