@@ -1,4 +1,4 @@
-"""The ``adapt`` command: run, select, add-dataset, status, report, demo-data."""
+"""The ``adapt`` command: run, select, validate, add-dataset, status, report, demo-data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapt.errors import AdaptError
+from adapt.errors import AdaptError, InputError
 
 app = typer.Typer(
     add_completion=False,
@@ -23,8 +23,9 @@ console = Console(stderr=True)
 
 
 def _fail(exc: Exception) -> None:
+    """One message, no traceback; exit status 2 for bad input (``InputError``), 1 otherwise."""
     console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=getattr(exc, "exit_code", 1))
 
 
 def _quiet_libraries() -> None:
@@ -57,11 +58,11 @@ def run(
     try:
         if resume is not None:
             if config is not None or overrides:
-                raise AdaptError("--resume takes the config stored in the run directory; give no CONFIG or overrides")
+                raise InputError("--resume takes the config stored in the run directory; give no CONFIG or overrides")
             r = ContinualRun.resume(resume, progress=not quiet, console=None if quiet else console)
         else:
             if config is None or run_dir is None:
-                raise AdaptError("give a CONFIG and --run-dir DIR (or --resume RUN_DIR)")
+                raise InputError("give a CONFIG and --run-dir DIR (or --resume RUN_DIR)")
             cfg = load_config(config, overrides or [])
             r = ContinualRun.create(run_dir, cfg, config_dir=Path.cwd(), progress=not quiet,
                                     console=None if quiet else console)
@@ -116,10 +117,10 @@ def select(
 
     try:
         if ratio <= 0:
-            raise AdaptError("--ratio must be > 0")
+            raise InputError("--ratio must be > 0")
         budget: int | float = int(ratio) if ratio > 1 else float(ratio)
         if ratio > 1 and ratio != int(ratio):
-            raise AdaptError("--ratio above 1 is a count of samples: give a whole number")
+            raise InputError("--ratio above 1 is a count of samples: give a whole number")
         summary = select_once(list(data), model, method, budget, out, config, sets or [], work_dir, image_root,
                               progress=not quiet, console=None if quiet else console)
     except AdaptError as exc:
@@ -150,16 +151,16 @@ def add_dataset(
     try:
         run_dir = run_dir.resolve()
         if any(e.name == name for e in load_stream(run_dir)):
-            raise AdaptError(f"{run_dir}: the stream already has a dataset named {name!r}")
+            raise InputError(f"{run_dir}: the stream already has a dataset named {name!r}")
         if metric not in ANSWER_SCORERS:
-            raise AdaptError(f"--metric: unknown scorer {metric!r}; known: {', '.join(ANSWER_SCORERS.names())}")
+            raise InputError(f"--metric: unknown scorer {metric!r}; known: {', '.join(ANSWER_SCORERS.names())}")
         root = str(image_root.resolve()) if image_root else None
         n = len(read_dataset(path, name=name, task=task, image_root=root, progress=True))
         n_eval = len(read_dataset(eval_path, name=name, task=task, image_root=root)) if eval_path else 0
         with RunLock(run_dir, "add-dataset", file=STREAM_LOCK, wait=True):  # one stream edit at a time
             entries = load_stream(run_dir)
             if any(e.name == name for e in entries):
-                raise AdaptError(f"{run_dir}: the stream already has a dataset named {name!r}")
+                raise InputError(f"{run_dir}: the stream already has a dataset named {name!r}")
             entries.append(StreamEntry(name, str(path.resolve()), str(eval_path.resolve()) if eval_path else None,
                                        metric, task, root))
             save_stream(run_dir, entries)
@@ -168,6 +169,36 @@ def add_dataset(
         return
     console.print(f"added [bold]{name}[/] ({n} train, {n_eval} eval samples) as round {len(entries)} of "
                   f"{run_dir}; continue with: adapt run --resume {run_dir}")
+
+
+@app.command()
+def validate(
+    data: list[Path] = typer.Argument(..., help="Datasets: LLaVA JSON/JSONL, Parquet, or datasets save_to_disk folders."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder image paths are relative to "
+                                              "(default: each data file's folder)."),
+    check_images: bool = typer.Option(True, "--check-images/--no-check-images",
+                                      help="Open and verify every image (missing files are always reported)."),
+) -> None:
+    """Check datasets with the same checks as ingest, without touching any run: one line per
+    dataset; exit status 2 if any is invalid."""
+    _quiet_libraries()
+    from adapt.data.readers import read_dataset
+    from adapt.errors import DataError
+    from adapt.oneshot import dataset_names
+
+    invalid = 0
+    for path, name in zip(data, dataset_names(list(data))):
+        try:
+            samples = read_dataset(path, name=name, image_root=image_root, check_images=check_images, progress=True)
+        except DataError as exc:
+            invalid += 1
+            console.print(f"[bold red]invalid:[/] {exc}", highlight=False, soft_wrap=True)
+            continue
+        images = sum(len(s.images) for s in samples)
+        console.print(f"[green]ok:[/] {path}: {len(samples)} samples, {images} images", highlight=False,
+                      soft_wrap=True)
+    if invalid:
+        raise typer.Exit(code=DataError.exit_code)
 
 
 @app.command()

@@ -42,6 +42,8 @@ class ModelConfig(_Section):
     max_length: int = 512
     system_prompt: str = ""
     attn_implementation: str | None = None
+    trust_remote_code: bool = Field(False, description="run Python code shipped inside the checkpoint folder "
+                                    "(only for checkpoints you trust)")
     cache_dir: str | None = Field(None, description="where built-in models are cached (default ~/.cache/adapt)")
     tiny: TinyModelConfig = TinyModelConfig()
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 
 class AdaptError(Exception):
-    """Base class of every error meant for the user (no traceback in the CLI)."""
+    """Base class of every error meant for the user (no traceback in the CLI; exit status 1)."""
+
+    exit_code = 1
 
 
-class ConfigError(AdaptError):
+class InputError(AdaptError):
+    """Bad input from the user (a command-line argument, a config, a dataset): exit status 2."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
     """A config file or override is invalid; the message names the file and the key."""
 
 
-class DataError(AdaptError):
+class DataError(InputError):
     """A dataset is invalid: names the file, the sample (id or line) and the problem."""
 
     def __init__(self, path: object, problem: str, sample: object | None = None) -> None:

@@ -185,7 +185,7 @@ class ContinualRun:
 
     def _load(self, path: Path) -> ModelBundle:
         m = self.config.model
-        bundle = load_model(path, m.family, m.dtype, m.system_prompt, m.attn_implementation)
+        bundle = load_model(path, m.family, m.dtype, m.system_prompt, m.attn_implementation, m.trust_remote_code)
         if self.accelerator.device.type != "cpu":
             bundle.model.to(self.accelerator.device)
         return bundle

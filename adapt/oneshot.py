@@ -19,7 +19,7 @@ import pandas as pd
 
 from adapt.config import DatasetEntry, ExperimentConfig, load_config
 from adapt.data.readers import load_records
-from adapt.errors import AdaptError
+from adapt.errors import AdaptError, InputError
 from adapt.io import write_with_atomic
 
 OUTPUT_FORMATS = (".json", ".jsonl", ".parquet")
@@ -44,7 +44,7 @@ def one_shot_config(data: list[Path], model: str, method: str, budget: int | flo
                                f"model.name_or_path={model}", "stream.builtin=null", "tracking.wandb=false",
                                "evaluation.before_training=false", "lora.first_round=lora"])
     if method not in SELECTORS:
-        raise AdaptError(f"--method: unknown selector {method!r}; known: {', '.join(SELECTORS.names())}")
+        raise InputError(f"--method: unknown selector {method!r}; known: {', '.join(SELECTORS.names())}")
     root = str(image_root.resolve()) if image_root is not None else None
     cfg.stream.datasets = [DatasetEntry(name=n, train=str(p.resolve()), image_root=root)
                            for n, p in zip(dataset_names(data), data)]
@@ -57,7 +57,7 @@ def one_shot_config(data: list[Path], model: str, method: str, budget: int | flo
 
 def check_output(target: Path, out: Path) -> None:
     if target.suffix.lower() not in OUTPUT_FORMATS:
-        raise AdaptError(f"--out {out}: unsupported output type {target.suffix or target.name!r} "
+        raise InputError(f"--out {out}: unsupported output type {target.suffix or target.name!r} "
                          f"(use {', '.join(OUTPUT_FORMATS)}, or a folder)")
 
 
@@ -118,7 +118,7 @@ def select_once(data: list[Path], model: str, method: str, budget: int | float, 
     from adapt.loop import ContinualRun
 
     if not data:
-        raise AdaptError("give at least one dataset")
+        raise InputError("give at least one dataset")
     for target in set(output_paths(data, dataset_names(data), out)):
         check_output(target, out)
     cfg = one_shot_config(data, model, method, budget, config, overrides, image_root)

@@ -13,7 +13,7 @@ def test_unknown_config_key_exits_non_zero_naming_key_and_file(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("training:\n  learning_rate: 0.1\n")
     res = runner.invoke(app, ["run", str(cfg), "--run-dir", str(tmp_path / "run")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "training.learning_rate" in res.output and "c.yaml" in res.output
     assert not (tmp_path / "run").exists()
 
@@ -28,11 +28,11 @@ def test_add_dataset_rejects_a_bad_dataset_and_keeps_the_stream(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "q1", "conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "x"}]}\n')
     res = runner.invoke(app, ["add-dataset", str(run), str(bad), "--name", "b"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert str(bad) in res.output and "q1" in res.output and "unknown role" in res.output
     assert (run / "stream.json").read_bytes() == before
     res = runner.invoke(app, ["add-dataset", str(run), str(bad), "--name", "a"])
-    assert res.exit_code == 1 and "already has a dataset named 'a'" in res.output
+    assert res.exit_code == 2 and "already has a dataset named 'a'" in res.output
 
 
 def test_resume_of_a_missing_run_is_an_error(tmp_path):
@@ -64,3 +64,22 @@ def test_one_shot_dataset_names_are_unique_and_readable(tmp_path):
     paths = [tmp_path / "color/train.json", tmp_path / "count/train.json", tmp_path / "extra.jsonl"]
     assert dataset_names(paths) == ["color", "count", "extra"]
     assert dataset_names([tmp_path / "color/train.json", tmp_path / "color/train.json"]) == ["color-0", "color-1"]
+
+
+def test_validate_reports_each_dataset_and_exits_2_on_a_bad_one(tmp_path):
+    from adapt.data.demo_stream import write_demo_stream
+
+    write_demo_stream(tmp_path / "demo", seed=0, scale=0.01, progress=False)
+    good = tmp_path / "demo" / "grounding" / "train.json"
+    n = len(json.loads(good.read_text()))
+    res = runner.invoke(app, ["validate", str(good)])
+    assert res.exit_code == 0 and f"ok: {good}: {n} samples, {n} images" in res.output
+    bad = tmp_path / "demo" / "grounding" / "bad.json"
+    bad.write_text('[{"id": "q7", "image": "images/none.png", "conversations": '
+                   '[{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "a"}]}]')
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    res = runner.invoke(app, ["validate", str(good), str(bad)])
+    assert res.exit_code == 2
+    assert f"ok: {good}" in res.output and "invalid:" in res.output
+    assert "q7" in res.output and "image file missing" in res.output and "bad.json" in res.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written anywhere

@@ -85,7 +85,7 @@ def test_adapt_select_keeps_jsonl_and_parquet_and_refuses_other_outputs(demo, tm
     assert [json.loads(x) for x in (tmp_path / "per_input/copy.jsonl").read_text().splitlines()] == \
         [r for r in records if f"copy/{r['id']}" in chosen]
     res = _select([src], "random", tmp_path / "out.csv", tmp_path / "w3")
-    assert res.exit_code == 1 and "out.csv" in res.output and ".jsonl" in res.output
+    assert res.exit_code == 2 and "out.csv" in res.output and ".jsonl" in res.output
     assert not (tmp_path / "w3").exists()
 
 

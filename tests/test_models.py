@@ -92,3 +92,29 @@ def test_adapter_loads_with_stock_peft(tiny_models, toy_samples, tmp_path):
         base = load_model(tiny_models["tiny-llava"]).model
         loaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
         torch.testing.assert_close(loaded(**inputs).logits, ref)
+
+
+def test_code_inside_a_checkpoint_does_not_run_unless_asked(tiny_models, tmp_path):
+    """A checkpoint whose config points at its own Python code: the code never runs unless
+    ``model.trust_remote_code`` is set."""
+    import json
+    import shutil
+
+    from adapt.errors import AdaptError
+    from adapt.models.loading import load_model
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_models["tiny-causal-lm"], ckpt)
+    marker = tmp_path / "ran"
+    (ckpt / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
+                                  "from transformers import LlamaConfig\nclass EvilConfig(LlamaConfig):\n    pass\n")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "evil.EvilConfig"}
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    bundle = load_model(ckpt, "causal_lm")  # the built-in Llama classes; evil.py is not imported
+    assert type(bundle.model.config).__name__ == "LlamaConfig" and not marker.exists()
+    try:
+        load_model(ckpt, "causal_lm", trust_remote_code=True)
+    except AdaptError:
+        pass  # whether transformers can build a model from it does not matter here
+    assert marker.exists()  # asked for: the checkpoint's code ran

@@ -49,8 +49,12 @@ def load_model(
     dtype: str = "auto",
     system_prompt: str = "",
     attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
 ) -> ModelBundle:
-    """Load model, tokenizer and image processor from a local folder (``local_files_only``)."""
+    """Load model, tokenizer and image processor from a local folder (``local_files_only``).
+    Code shipped inside a checkpoint runs only with ``trust_remote_code=True`` (config
+    ``model.trust_remote_code``); weights load through transformers (safetensors, or
+    ``torch.load(weights_only=True)`` for a ``.bin``)."""
     from transformers import (
         AutoConfig,
         AutoImageProcessor,
@@ -62,19 +66,20 @@ def load_model(
 
     path = Path(path)
     fam = detect_family(path) if family == "auto" else family
-    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": resolve_dtype(dtype)}
+    remote = {"local_files_only": True, "trust_remote_code": bool(trust_remote_code)}
+    kwargs: dict[str, Any] = {**remote, "dtype": resolve_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        config = AutoConfig.from_pretrained(path, **remote)
+        tokenizer = AutoTokenizer.from_pretrained(path, **remote)
         image_processor = None
         if fam == "llava":
             model = LlavaForConditionalGeneration.from_pretrained(path, **kwargs)
-            image_processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+            image_processor = AutoImageProcessor.from_pretrained(path, **remote)
         elif fam == "qwen2_vl":
             model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-            image_processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+            image_processor = AutoImageProcessor.from_pretrained(path, **remote)
         elif fam == "causal_lm":
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         else:
