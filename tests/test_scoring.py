@@ -68,3 +68,18 @@ def test_image_grounding_without_a_store_runs_both_forwards(ctx):
 
     plain = dataclasses.replace(ctx, store=None)
     np.testing.assert_allclose(SCORERS.get("image_grounding")(plain), SCORERS.get("image_grounding")(ctx), rtol=1e-4)
+
+
+def test_the_blind_forward_runs_once_for_image_grounding_and_gdo(ctx, monkeypatch):
+    import adapt.scoring.image_grounding as ig
+
+    fresh = ScoringContext.of_samples(ctx.samples, store=ctx.store, model=ctx.model, family=ctx.family,
+                                      batch_size=2, max_length=256)
+    calls = []
+    real = ig.answer_losses
+    monkeypatch.setattr(ig, "answer_losses", lambda model, batch: calls.append(1) or real(model, batch))
+    ratio = SCORERS.get("image_grounding")(fresh)
+    SCORERS.get("gdo")(fresh)
+    SCORERS.get("image_grounding")(fresh)
+    assert len(calls) == 1  # two image samples, one batch of 2, one forward without the image
+    np.testing.assert_allclose(ratio, SCORERS.get("image_grounding")(ctx))

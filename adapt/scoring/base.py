@@ -8,7 +8,7 @@ method. The loss-based experts read the scores the gradient pass stored beside t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ class ScoringContext:
     work_dir: Path | None = None
     settings: Any = None
     seed: int = 0
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of_samples(cls, samples: list[Sample], **kw: Any) -> "ScoringContext":
@@ -50,6 +51,13 @@ class ScoringContext:
         if self.load_samples is None:
             raise ValueError("this scorer reads the samples: give ScoringContext.load_samples")
         return self.load_samples(self.uids)
+
+    def shared(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per context: what several experts need (e.g. the blind forward of
+        image grounding, which GDO's image dependence reuses) runs once."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @cached_property
     def tasks(self) -> np.ndarray:

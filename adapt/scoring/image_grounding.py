@@ -26,7 +26,11 @@ def answer_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def score_image_grounding(ctx: ScoringContext) -> np.ndarray:
     """The PPL ratio per sample. The loss with the image is the gradient pass's stored ``loss``
     when the round has a feature store (the same model, the same answer tokens), so only the
-    forward without the image runs here."""
+    forward without the image runs here, once per context."""
+    return ctx.shared("image_grounding", lambda: _ppl_ratio(ctx))
+
+
+def _ppl_ratio(ctx: ScoringContext) -> np.ndarray:
     if ctx.model is None or ctx.family is None:
         raise ValueError("scorer 'image_grounding' runs the model: give the round's model")
     out = np.ones(len(ctx.uids), dtype=np.float64)
