@@ -28,3 +28,14 @@ class DataError(InputError):
         self.problem = problem
         where = f"{self.path}" + (f", sample {sample}" if sample is not None else "")
         super().__init__(f"{where}: {problem}")
+
+
+class WriteError(AdaptError):
+    """A file of the run directory could not be written (no space left, permission denied): the
+    message names the file and the cause; what was there before is intact."""
+
+    def __init__(self, path: object, exc: OSError) -> None:
+        self.path = str(path)
+        cause = exc.strerror or str(exc)
+        super().__init__(f"{path}: cannot write it ({cause}); nothing already stored was changed: "
+                         "fix the cause, then continue with `adapt run --resume RUN_DIR`")

@@ -10,16 +10,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from adapt.errors import WriteError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
 
-    On any error the temp file is removed and ``path`` is left as it was.
+    On any error the temp file is removed and ``path`` is left as it was; an ``OSError`` (no space
+    left, permission denied) becomes a :class:`~adapt.errors.WriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     tmp_path = Path(tmp)
@@ -29,6 +35,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except OSError as exc:  # no space left, permission denied, ...: the old file stays
+        tmp_path.unlink(missing_ok=True)
+        raise WriteError(path, exc) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -75,12 +84,16 @@ def write_dir_atomic(out: str | os.PathLike[str], writer: Callable[[Path], None]
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    writer(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        writer(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(out, exc) from exc
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -14,13 +14,15 @@ not yet done, and ranks of ``accelerate launch`` write disjoint rows of the same
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from adapt.errors import AdaptError
+from adapt.errors import AdaptError, WriteError
 from adapt.io import read_json, write_json_atomic, write_with_atomic
 
 SCORE_COLUMNS = ("loss", "ppl", "el2n", "entropy", "grand", "answer_tokens")
@@ -64,8 +66,18 @@ class FeatureStore:
         root.mkdir(parents=True, exist_ok=True)
         write_with_atomic(root / "uids.parquet", lambda tmp: pd.DataFrame({"uid": list(uids)}).to_parquet(tmp))
         for name, dtype, shape in cls._files(len(uids), dim, len(columns)):  # zero-filled raw files of the right size
-            with open(root / name, "wb") as fh:
-                fh.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            try:
+                with open(root / name, "wb") as fh:
+                    fh.truncate(size)
+                    if size and hasattr(os, "posix_fallocate"):  # the space is taken now: a full disk is
+                        try:                                      # an error here, not a crash mid-pass
+                            os.posix_fallocate(fh.fileno(), 0, size)
+                        except OSError as exc:
+                            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                                raise  # a file system without fallocate keeps the sparse file
+            except OSError as exc:
+                raise WriteError(root / name, exc) from exc
         write_json_atomic(root / "meta.json", meta)  # last: a store without meta.json is not one
         return cls(root)
 
