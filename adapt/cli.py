@@ -49,6 +49,8 @@ def run(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory to create."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Quarantine invalid samples into "
+                                      "RUN_DIR/pool/rejected.jsonl with their reasons and go on (kept for --resume)."),
 ) -> None:
     """Run a continual experiment round by round (or continue one with --resume)."""
     _quiet_libraries()
@@ -59,11 +61,12 @@ def run(
         if resume is not None:
             if config is not None or overrides:
                 raise InputError("--resume takes the config stored in the run directory; give no CONFIG or overrides")
-            r = ContinualRun.resume(resume, progress=not quiet, console=None if quiet else console)
+            r = ContinualRun.resume(resume, progress=not quiet, console=None if quiet else console,
+                                    skip_invalid=skip_invalid)
         else:
             if config is None or run_dir is None:
                 raise InputError("give a CONFIG and --run-dir DIR (or --resume RUN_DIR)")
-            cfg = load_config(config, overrides or [])
+            cfg = load_config(config, [*(overrides or []), *(["stream.skip_invalid=true"] if skip_invalid else [])])
             r = ContinualRun.create(run_dir, cfg, config_dir=Path.cwd(), progress=not quiet,
                                     console=None if quiet else console)
         metrics = r.run()

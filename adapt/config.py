@@ -83,6 +83,8 @@ class StreamConfig(_Section):
     data_dir: str | None = Field(None, description="where the built-in stream is written (default RUN_DIR/data)")
     datasets: list[DatasetEntry] = Field(default_factory=list, description="datasets of the stream, in order")
     check_images: bool = True
+    skip_invalid: bool = Field(False, description="quarantine invalid samples into RUN_DIR/pool/rejected.jsonl "
+                               "(with their reasons) and go on, instead of stopping at the first")
 
 
 class TiveSettings(_Section):

@@ -41,6 +41,7 @@ from adapt.training.trainer import get_accelerator, process_state, train_round
 
 PHASES = ("ingest", "features", "select", "train", "evaluate", "prune", "checkpoint")
 BASE = "base"  # the pseudo-round of the evaluation before any training (R0)
+REJECTED = "rejected.jsonl"  # pool/: the samples ``stream.skip_invalid`` quarantined, with their reasons
 
 
 class RunState:
@@ -131,11 +132,18 @@ class ContinualRun:
         return cls(run_dir, config, progress, console)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, progress: bool = True, console: Console | None = None) -> "ContinualRun":
+    def resume(cls, run_dir: str | Path, progress: bool = True, console: Console | None = None,
+               skip_invalid: bool = False) -> "ContinualRun":
+        """Continue the run in ``run_dir`` with its stored config; ``skip_invalid`` turns on
+        ``stream.skip_invalid`` from here on (written back to config.yaml)."""
         run_dir = Path(run_dir).resolve()
         if not (run_dir / "state.json").is_file():
             raise AdaptError(f"{run_dir}: no state.json; not a run directory")
         config = load_config(run_dir / "config.yaml")
+        if skip_invalid and not config.stream.skip_invalid:
+            config.stream.skip_invalid = True
+            if process_state().is_main_process:
+                write_text_atomic(run_dir / "config.yaml", config.to_yaml())
         return cls(run_dir, config, progress, console)
 
     # ------------------------------------------------------------------ small helpers
@@ -240,17 +248,45 @@ class ContinualRun:
             if e.eval is None or (names is not None and e.name not in names):
                 continue
             if e.name not in self._eval_cache:
-                self._eval_cache[e.name] = read_dataset(
-                    e.eval, name=e.name, task=e.task, image_root=e.image_root,
-                    check_images=self.config.stream.check_images)
+                self._eval_cache[e.name] = self._read(e, "eval")
             tasks.append(EvalTask(e.name, e.metric, self._eval_cache[e.name]))
         return tasks
 
     # ------------------------------------------------------------------ phases
+    def _read(self, e: StreamEntry, split: str, progress: bool = False) -> list[Sample]:
+        """One split of a stream dataset; with ``stream.skip_invalid`` its invalid samples go to
+        ``pool/rejected.jsonl`` (the lines of this dataset and split replaced, atomically)."""
+        path = e.train if split == "train" else e.eval
+        if not self.config.stream.skip_invalid:
+            return read_dataset(path, name=e.name, task=e.task, image_root=e.image_root,
+                                check_images=self.config.stream.check_images, progress=progress)
+        rejected: list[dict[str, Any]] = []
+        samples = read_dataset(path, name=e.name, task=e.task, image_root=e.image_root,
+                               check_images=self.config.stream.check_images, progress=progress,
+                               on_invalid=lambda err, rec: rejected.append(
+                                   {"dataset": e.name, "split": split, "file": err.path, "sample": err.sample,
+                                    "reason": err.problem, "record": rec}))
+        if self.is_main:
+            self._quarantine(e.name, split, rejected)
+        if rejected:
+            self._log(f"  {e.name} ({split}): {len(rejected)} invalid sample(s) quarantined in pool/{REJECTED}")
+        return samples
+
+    def _quarantine(self, name: str, split: str, rejected: list[dict[str, Any]]) -> None:
+        import json
+
+        path = self.run_dir / "pool" / REJECTED
+        keep = []
+        if path.is_file():
+            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line and (json.loads(line)["dataset"], json.loads(line)["split"]) != (name, split)]
+        lines = keep + [json.dumps(r, ensure_ascii=False, default=str) for r in rejected]
+        if lines or path.is_file():
+            write_text_atomic(path, "".join(line + "\n" for line in lines))
+
     def phase_ingest(self, t: int, entries: list[StreamEntry]) -> None:
         for e in entries:
-            samples = read_dataset(e.train, name=e.name, task=e.task, image_root=e.image_root,
-                                   check_images=self.config.stream.check_images, progress=self.progress)
+            samples = self._read(e, "train", progress=self.progress)
             added = self.pool.ingest(samples, dataset=e.name, round_added=t, source=e.train)
             self._log(f"  ingest [bold]{e.name}[/]: {added} samples (pool: {len(self.pool)} active)")
 

@@ -96,7 +96,8 @@ def write_selected(data: list[Path], names: list[str], selected_uids: list[str],
     by_file: dict[Path, list[Any]] = {}
     counts: dict[str, int] = {}
     for path, name, target in zip(data, names, output_paths(data, names, out)):
-        kept = [rec for _, rec in load_records(path.resolve()) if f"{name}/{rec['id']}" in chosen]
+        kept = [rec for _, rec in load_records(path.resolve())
+                if isinstance(rec, dict) and f"{name}/{rec.get('id')}" in chosen]
         counts[name] = len(kept)
         by_file.setdefault(target, []).extend(kept)
     for target, records in by_file.items():

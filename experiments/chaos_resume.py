@@ -96,8 +96,9 @@ def same_outcome(a: Path, b: Path) -> list[str]:
     """What differs between two finished runs (empty: identical)."""
     diffs = []
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    if {k: v for k, v in ma.items() if k not in TIMING_KEYS} != {k: v for k, v in mb.items() if k not in TIMING_KEYS}:
-        diffs.append("metrics.json")
+    keys = sorted(k for k in set(ma) | set(mb) if k not in TIMING_KEYS and ma.get(k) != mb.get(k))
+    if keys:
+        diffs.append(f"metrics.json ({', '.join(keys)})")
     rounds = sorted(p.name for p in (a / "rounds").iterdir() if p.name.isdigit())
     for t in rounds:
         sa, sb = a / "rounds" / t / "selection.parquet", b / "rounds" / t / "selection.parquet"

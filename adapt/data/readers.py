@@ -24,7 +24,7 @@ leave it, symlinks included.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,9 @@ def _load_jsonl(path: Path) -> list[Record]:
             continue
         try:
             out.append((f"line {n}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"invalid JSON at column {exc.colno}: {exc.msg}", sample=f"line {n}") from None
+        except json.JSONDecodeError as exc:  # kept as the record: read_dataset raises it or quarantines it
+            out.append((f"line {n}", DataError(path, f"invalid JSON at column {exc.colno}: {exc.msg}",
+                                               sample=f"line {n}")))
     return out
 
 
@@ -124,7 +125,8 @@ def _load_hf_folder(path: Path) -> list[Record]:
 
 
 def load_records(path: Path) -> list[Record]:
-    """``(where, record)`` pairs from any supported format, without validation."""
+    """``(where, record)`` pairs from any supported format, without validation (a JSONL line that
+    is not JSON comes as ``(where, DataError)``)."""
     if not path.exists():
         raise DataError(path, "not found")
     if path.is_dir():
@@ -292,8 +294,11 @@ def read_dataset(
     image_root: str | Path | None = None,
     check_images: bool = True,
     progress: bool = False,
+    on_invalid: Callable[[DataError, Any], None] | None = None,
 ) -> list[Sample]:
-    """Read and validate a whole dataset; raise :class:`DataError` on the first problem.
+    """Read and validate a whole dataset; raise :class:`DataError` on the first problem, or, with
+    ``on_invalid``, hand each invalid record to ``on_invalid(error, raw_record)`` and go on
+    (``--skip-invalid``; problems of the file as a whole still raise).
 
     Args:
         path: a ``.json`` list of LLaVA records, a ``.jsonl`` file, a ``.parquet`` file, or a
@@ -326,10 +331,21 @@ def read_dataset(
     bar = tqdm(records, desc=f"read {name}", unit="rec", leave=False,
                disable=not progress or len(records) < PROGRESS_MIN)
     for where, rec in bar:
-        s = validate_record(path, where, rec, name, task or name, checker, columnar=columnar)
-        if s.id in first_seen:
-            raise DataError(path, f"duplicate id {s.id!r} (first at {first_seen[s.id]})", sample=f"{s.id} ({where})")
+        try:
+            if isinstance(rec, DataError):  # a line that is not JSON
+                raise rec
+            s = validate_record(path, where, rec, name, task or name, checker, columnar=columnar)
+            if s.id in first_seen:
+                raise DataError(path, f"duplicate id {s.id!r} (first at {first_seen[s.id]})",
+                                sample=f"{s.id} ({where})")
+        except DataError as err:
+            if on_invalid is None:
+                raise
+            on_invalid(err, None if isinstance(rec, DataError) else rec)
+            continue
         first_seen[s.id] = where
         out.append(s)
     bar.close()
+    if not out:
+        raise DataError(path, "no valid sample in the dataset")
     return out
