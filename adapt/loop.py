@@ -27,7 +27,7 @@ from adapt.data.pool import DataPool
 from adapt.data.readers import read_dataset
 from adapt.data.sample import Sample
 from adapt.data.stream import StreamEntry, load_stream, resolve_stream, save_stream
-from adapt.errors import AdaptError
+from adapt.errors import AdaptError, InputError
 from adapt.evaluation.continual_metrics import continual_metrics
 from adapt.evaluation.generation import EvalTask, evaluate_tasks
 from adapt.io import read_json, write_dir_atomic, write_json_atomic, write_text_atomic, write_with_atomic
@@ -107,16 +107,19 @@ class ContinualRun:
         """Start a new run in ``run_dir`` (which must not hold a run already)."""
         run_dir = Path(run_dir).resolve()
         if config.selection.method not in SELECTORS:
-            raise AdaptError(f"selection.method: unknown selector {config.selection.method!r}; "
+            raise InputError(f"selection.method: unknown selector {config.selection.method!r}; "
                              f"known: {', '.join(SELECTORS.names())}")
+        model_path = config.model.name_or_path
+        if not model_path.startswith(BUILTIN_PREFIX) and not Path(model_path).expanduser().is_dir():
+            raise InputError(f"model.name_or_path: {model_path} is not a local checkpoint folder")
         if SELECTORS.get(config.selection.method).needs_features_for(config) and not config.features.enabled:
-            raise AdaptError(f"selection.method={config.selection.method} needs the gradient features: "
+            raise InputError(f"selection.method={config.selection.method} needs the gradient features: "
                              "set features.enabled=true")
         if config.features.enabled:
             from adapt.features.projectors import PROJECTORS
 
             if config.features.projector not in PROJECTORS:
-                raise AdaptError(f"features.projector: unknown projector {config.features.projector!r}; "
+                raise InputError(f"features.projector: unknown projector {config.features.projector!r}; "
                                  f"known: {', '.join(PROJECTORS.names())}")
         dist = process_state()
         if dist.is_main_process:
@@ -188,7 +191,7 @@ class ContinualRun:
                                      progress=self.progress)
         path = Path(name).expanduser()
         if not path.is_dir():
-            raise AdaptError(f"model.name_or_path: {path} is not a local checkpoint folder")
+            raise InputError(f"model.name_or_path: {path} is not a local checkpoint folder")
         return path
 
     def _load(self, path: Path) -> ModelBundle:
@@ -293,7 +296,14 @@ class ContinualRun:
     def phase_select(self, t: int, entries: list[StreamEntry]) -> None:
         pool = self.pool.table(status="active", columns=["uid", "dataset", "task", "round_added"])
         pool = pool.reset_index(drop=True)
-        budget = resolve_budget(self.config.selection.budget, len(pool))
+        sc = self.config.selection
+        if isinstance(sc.budget, int) and sc.budget > len(pool) and not self.selector.joint:
+            raise InputError(f"selection.budget={sc.budget} is more than round {t}'s active pool ({len(pool)} "
+                             "samples): give a smaller count, or a fraction such as 0.25")
+        if self.selector.name == "adapt_inf" and isinstance(sc.k, int) and sc.k > len(pool):
+            raise InputError(f"selection.k={sc.k} clusters, but round {t}'s active pool holds {len(pool)} samples: "
+                             "give a smaller k (or k: auto)")
+        budget = resolve_budget(sc.budget, len(pool))
         new_names = {e.name for e in entries}
         new_uids = pool.loc[pool["dataset"].isin(new_names), "uid"].tolist()
         model = self._model_after(t - 1) if self.selector.needs_model else None

@@ -83,3 +83,29 @@ def test_validate_reports_each_dataset_and_exits_2_on_a_bad_one(tmp_path):
     assert f"ok: {good}" in res.output and "invalid:" in res.output
     assert "q7" in res.output and "image file missing" in res.output and "bad.json" in res.output
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+def test_bad_settings_exit_2_naming_the_key_before_anything_is_trained(tmp_path):
+    """A count budget above the pool, k above the number of samples, a model path that does not
+    exist: exit status 2, one message naming the setting, and the pool as it was."""
+    base = ["stream.scale=0.01", f"stream.data_dir={tmp_path / 'data'}", "tracking.wandb=false",
+            "evaluation.before_training=false", "training.epochs=1", "lora.r=4"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("{}\n")
+    res = runner.invoke(app, ["run", str(cfg), *base, "model.name_or_path=/no/such/ckpt", "--run-dir",
+                              str(tmp_path / "r0")])
+    assert res.exit_code == 2 and "model.name_or_path: /no/such/ckpt" in res.output
+    assert not (tmp_path / "r0").exists()
+    for i, (extra, words) in enumerate([
+        (["selection.method=random", "selection.budget=100000"], "selection.budget=100000 is more than round 0"),
+        (["selection.method=adapt_inf", "features.enabled=true", "features.dim=16", "selection.k=500"],
+         "selection.k=500 clusters, but round 0's active pool holds"),
+    ]):
+        run = tmp_path / f"r{i + 1}"
+        res = runner.invoke(app, ["run", str(cfg), *base, *extra, "--run-dir", str(run)])
+        assert res.exit_code == 2 and words in res.output, res.output
+        pool = (run / "pool/samples.parquet").read_bytes()
+        state = json.loads((run / "state.json").read_text())
+        assert state["phase"] == "select" and "0:select" not in state["finished"]
+        res = runner.invoke(app, ["run", "--resume", str(run)])
+        assert res.exit_code == 2 and (run / "pool/samples.parquet").read_bytes() == pool
