@@ -30,12 +30,16 @@ class DataError(InputError):
         super().__init__(f"{where}: {problem}")
 
 
-class WriteError(AdaptError):
+class WriteError(AdaptError, OSError):
     """A file of the run directory could not be written (no space left, permission denied): the
-    message names the file and the cause; what was there before is intact."""
+    message names the file and the cause; what was there before is intact. Still an ``OSError``
+    (with the cause's ``errno``) for code that catches those."""
 
     def __init__(self, path: object, exc: OSError) -> None:
-        self.path = str(path)
         cause = exc.strerror or str(exc)
         super().__init__(f"{path}: cannot write it ({cause}); nothing already stored was changed: "
                          "fix the cause, then continue with `adapt run --resume RUN_DIR`")
+        self.errno, self.strerror, self.filename = exc.errno, exc.strerror, str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
