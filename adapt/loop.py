@@ -44,6 +44,14 @@ BASE = "base"  # the pseudo-round of the evaluation before any training (R0)
 REJECTED = "rejected.jsonl"  # pool/: the samples ``stream.skip_invalid`` quarantined, with their reasons
 
 
+def local_checkpoint(name: str) -> Path:
+    """``model.name_or_path`` as a local checkpoint folder, or an InputError."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise InputError(f"model.name_or_path: {path} is not a local checkpoint folder")
+    return path
+
+
 class RunState:
     """``state.json``: finished phases, current round/phase, timings; written atomically."""
 
@@ -109,9 +117,8 @@ class ContinualRun:
         if config.selection.method not in SELECTORS:
             raise InputError(f"selection.method: unknown selector {config.selection.method!r}; "
                              f"known: {', '.join(SELECTORS.names())}")
-        model_path = config.model.name_or_path
-        if not model_path.startswith(BUILTIN_PREFIX) and not Path(model_path).expanduser().is_dir():
-            raise InputError(f"model.name_or_path: {model_path} is not a local checkpoint folder")
+        if not config.model.name_or_path.startswith(BUILTIN_PREFIX):
+            local_checkpoint(config.model.name_or_path)  # refused before anything is written
         if SELECTORS.get(config.selection.method).needs_features_for(config) and not config.features.enabled:
             raise InputError(f"selection.method={config.selection.method} needs the gradient features: "
                              "set features.enabled=true")
@@ -189,10 +196,7 @@ class ContinualRun:
             with self.accelerator.main_process_first():  # one rank builds the cached checkpoint
                 return build_builtin(builtin, cache / "builtin" / f"{builtin}-{key}", m.tiny, seed=self.config.seed,
                                      progress=self.progress)
-        path = Path(name).expanduser()
-        if not path.is_dir():
-            raise InputError(f"model.name_or_path: {path} is not a local checkpoint folder")
-        return path
+        return local_checkpoint(name)
 
     def _load(self, path: Path) -> ModelBundle:
         m = self.config.model
@@ -259,17 +263,14 @@ class ContinualRun:
     def _read(self, e: StreamEntry, split: str, progress: bool = False) -> list[Sample]:
         """One split of a stream dataset; with ``stream.skip_invalid`` its invalid samples go to
         ``pool/rejected.jsonl`` (the lines of this dataset and split replaced, atomically)."""
-        path = e.train if split == "train" else e.eval
-        if not self.config.stream.skip_invalid:
-            return read_dataset(path, name=e.name, task=e.task, image_root=e.image_root,
-                                check_images=self.config.stream.check_images, progress=progress)
+        skip = self.config.stream.skip_invalid
         rejected: list[dict[str, Any]] = []
-        samples = read_dataset(path, name=e.name, task=e.task, image_root=e.image_root,
-                               check_images=self.config.stream.check_images, progress=progress,
-                               on_invalid=lambda err, rec: rejected.append(
+        samples = read_dataset(e.train if split == "train" else e.eval, name=e.name, task=e.task,
+                               image_root=e.image_root, check_images=self.config.stream.check_images,
+                               progress=progress, on_invalid=(lambda err, rec: rejected.append(
                                    {"dataset": e.name, "split": split, "file": err.path, "sample": err.sample,
-                                    "reason": err.problem, "record": rec}))
-        if self.is_main:
+                                    "reason": err.problem, "record": rec})) if skip else None)
+        if skip and self.is_main:
             self._quarantine(e.name, split, rejected)
         if rejected:
             self._log(f"  {e.name} ({split}): {len(rejected)} invalid sample(s) quarantined in pool/{REJECTED}")
@@ -279,13 +280,11 @@ class ContinualRun:
         import json
 
         path = self.run_dir / "pool" / REJECTED
-        keep = []
-        if path.is_file():
-            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line and (json.loads(line)["dataset"], json.loads(line)["split"]) != (name, split)]
-        lines = keep + [json.dumps(r, ensure_ascii=False, default=str) for r in rejected]
-        if lines or path.is_file():
-            write_text_atomic(path, "".join(line + "\n" for line in lines))
+        old = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line] \
+            if path.is_file() else []
+        rows = [r for r in old if (r["dataset"], r["split"]) != (name, split)] + rejected
+        if rows or path.is_file():
+            write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
     def phase_ingest(self, t: int, entries: list[StreamEntry]) -> None:
         for e in entries:
@@ -300,9 +299,6 @@ class ContinualRun:
         if isinstance(sc.budget, int) and sc.budget > len(pool) and not self.selector.joint:
             raise InputError(f"selection.budget={sc.budget} is more than round {t}'s active pool ({len(pool)} "
                              "samples): give a smaller count, or a fraction such as 0.25")
-        if self.selector.name == "adapt_inf" and isinstance(sc.k, int) and sc.k > len(pool):
-            raise InputError(f"selection.k={sc.k} clusters, but round {t}'s active pool holds {len(pool)} samples: "
-                             "give a smaller k (or k: auto)")
         budget = resolve_budget(sc.budget, len(pool))
         new_names = {e.name for e in entries}
         new_uids = pool.loc[pool["dataset"].isin(new_names), "uid"].tolist()

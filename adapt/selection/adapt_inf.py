@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from adapt.errors import AdaptError
+from adapt.errors import AdaptError, InputError
 from adapt.io import write_json_atomic, write_with_atomic
 from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import BUDGET_SPLITS
@@ -94,6 +94,9 @@ class AdaptInf(Selector):
         from adapt.selection.inputs import round_dir, round_store, scoring_context
 
         sc = ctx.config.selection
+        if isinstance(sc.k, int) and sc.k > len(ctx.pool):
+            raise InputError(f"selection.k={sc.k} clusters, but round {ctx.round}'s active pool holds "
+                             f"{len(ctx.pool)} samples: give a smaller k (or k: auto)")
         store = round_store(ctx, "adapt_inf")
         sctx = scoring_context(ctx, store)
         uids = sctx.uids
