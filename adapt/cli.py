@@ -146,7 +146,7 @@ def add_dataset(
     """Append a dataset to a run's stream, after checking it: a run going on ingests it as its next
     round; a finished or stopped one with `adapt run --resume`."""
     _quiet_libraries()
-    from adapt.data.readers import read_dataset
+    from adapt.data.readers import iter_dataset
     from adapt.data.stream import StreamEntry, load_stream, save_stream
     from adapt.evaluation.answer_scorers import ANSWER_SCORERS
     from adapt.runlock import STREAM_LOCK, RunLock
@@ -158,8 +158,8 @@ def add_dataset(
         if metric not in ANSWER_SCORERS:
             raise InputError(f"--metric: unknown scorer {metric!r}; known: {', '.join(ANSWER_SCORERS.names())}")
         root = str(image_root.resolve()) if image_root else None
-        n = len(read_dataset(path, name=name, task=task, image_root=root, progress=True))
-        n_eval = len(read_dataset(eval_path, name=name, task=task, image_root=root)) if eval_path else 0
+        n = sum(1 for _ in iter_dataset(path, name=name, task=task, image_root=root, progress=True))
+        n_eval = sum(1 for _ in iter_dataset(eval_path, name=name, task=task, image_root=root)) if eval_path else 0
         with RunLock(run_dir, "add-dataset", file=STREAM_LOCK, wait=True):  # one stream edit at a time
             entries = load_stream(run_dir)
             if any(e.name == name for e in entries):
@@ -185,21 +185,21 @@ def validate(
     """Check datasets with the same checks as ingest, without touching any run: one line per
     dataset; exit status 2 if any is invalid."""
     _quiet_libraries()
-    from adapt.data.readers import read_dataset
+    from adapt.data.readers import iter_dataset
     from adapt.errors import DataError
     from adapt.oneshot import dataset_names
 
     invalid = 0
     for path, name in zip(data, dataset_names(list(data))):
+        n = images = 0
         try:
-            samples = read_dataset(path, name=name, image_root=image_root, check_images=check_images, progress=True)
+            for s in iter_dataset(path, name=name, image_root=image_root, check_images=check_images, progress=True):
+                n, images = n + 1, images + len(s.images)
         except DataError as exc:
             invalid += 1
             console.print(f"[bold red]invalid:[/] {exc}", highlight=False, soft_wrap=True)
             continue
-        images = sum(len(s.images) for s in samples)
-        console.print(f"[green]ok:[/] {path}: {len(samples)} samples, {images} images", highlight=False,
-                      soft_wrap=True)
+        console.print(f"[green]ok:[/] {path}: {n} samples, {images} images", highlight=False, soft_wrap=True)
     if invalid:
         raise typer.Exit(code=DataError.exit_code)
 

@@ -85,6 +85,8 @@ class StreamConfig(_Section):
     check_images: bool = True
     skip_invalid: bool = Field(False, description="quarantine invalid samples into RUN_DIR/pool/rejected.jsonl "
                                "(with their reasons) and go on, instead of stopping at the first")
+    max_sample_mb: float = Field(8.0, gt=0, description="a JSON/JSONL record larger than this (MiB) is refused: "
+                                 "no real sample is, and reading one must not fill the memory")
 
 
 class TiveSettings(_Section):

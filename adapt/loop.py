@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from rich.table import Table
 
 from adapt.config import ExperimentConfig, load_config
 from adapt.data.pool import DataPool
-from adapt.data.readers import read_dataset
+from adapt.data.readers import iter_dataset
 from adapt.data.sample import Sample
 from adapt.data.stream import StreamEntry, load_stream, resolve_stream, save_stream
 from adapt.errors import AdaptError, InputError
@@ -261,20 +262,25 @@ class ContinualRun:
 
     # ------------------------------------------------------------------ phases
     def _read(self, e: StreamEntry, split: str, progress: bool = False) -> list[Sample]:
-        """One split of a stream dataset; with ``stream.skip_invalid`` its invalid samples go to
-        ``pool/rejected.jsonl`` (the lines of this dataset and split replaced, atomically)."""
-        skip = self.config.stream.skip_invalid
+        """One split of a stream dataset, whole (see :meth:`_iter`)."""
+        return list(self._iter(e, split, progress))
+
+    def _iter(self, e: StreamEntry, split: str, progress: bool = False) -> Iterator[Sample]:
+        """One split of a stream dataset, streaming; with ``stream.skip_invalid`` its invalid
+        samples go to ``pool/rejected.jsonl`` once the split is read (the lines of this dataset and
+        split replaced, atomically)."""
+        sc = self.config.stream
         rejected: list[dict[str, Any]] = []
-        samples = read_dataset(e.train if split == "train" else e.eval, name=e.name, task=e.task,
-                               image_root=e.image_root, check_images=self.config.stream.check_images,
-                               progress=progress, on_invalid=(lambda err, rec: rejected.append(
-                                   {"dataset": e.name, "split": split, "file": err.path, "sample": err.sample,
-                                    "reason": err.problem, "record": rec})) if skip else None)
-        if skip and self.is_main:
+        yield from iter_dataset(e.train if split == "train" else e.eval, name=e.name, task=e.task,
+                                image_root=e.image_root, check_images=sc.check_images, progress=progress,
+                                max_sample_bytes=int(sc.max_sample_mb * 2**20),
+                                on_invalid=(lambda err, rec: rejected.append(
+                                    {"dataset": e.name, "split": split, "file": err.path, "sample": err.sample,
+                                     "reason": err.problem, "record": rec})) if sc.skip_invalid else None)
+        if sc.skip_invalid and self.is_main:
             self._quarantine(e.name, split, rejected)
         if rejected:
             self._log(f"  {e.name} ({split}): {len(rejected)} invalid sample(s) quarantined in pool/{REJECTED}")
-        return samples
 
     def _quarantine(self, name: str, split: str, rejected: list[dict[str, Any]]) -> None:
         import json
@@ -288,8 +294,8 @@ class ContinualRun:
 
     def phase_ingest(self, t: int, entries: list[StreamEntry]) -> None:
         for e in entries:
-            samples = self._read(e, "train", progress=self.progress)
-            added = self.pool.ingest(samples, dataset=e.name, round_added=t, source=e.train)
+            added = self.pool.ingest(self._iter(e, "train", progress=self.progress), dataset=e.name,
+                                     round_added=t, source=e.train)
             self._log(f"  ingest [bold]{e.name}[/]: {added} samples (pool: {len(self.pool)} active)")
 
     def phase_select(self, t: int, entries: list[StreamEntry]) -> None:

@@ -11,6 +11,11 @@ resumed with ``adapt run --resume`` until it finishes. A trial is *identical* wh
 ``metrics.json`` (timings aside), every round's ``selection.parquet`` and the pool
 (``pool/samples.parquet``) equal the reference's. One line per trial, then a summary line; the
 exit status is 1 if any trial differs.
+
+Each finished trial is appended to ``OUT/journal.jsonl``; invoked again with the same ``--out``,
+config, overrides, ``--kills``, ``--seed`` and code (the git commit of ``adapt``, no uncommitted
+changes), the reference and the journaled trials are reused and the others run, so 20 trials of the
+demo config (about 2.5 hours on 2 cores) can be gathered over several sittings.
 """
 
 from __future__ import annotations
@@ -109,59 +114,110 @@ def same_outcome(a: Path, b: Path) -> list[str]:
     return diffs
 
 
+def code_version() -> str | None:
+    """The git commit of the ``adapt`` that ``python -m adapt`` runs, or None if it has changes
+    not committed (then nothing is reused from an earlier invocation)."""
+    import adapt
+
+    repo = Path(adapt.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return None if dirty else head
+
+
+def plan(rng: random.Random, trials: int, kills: int, rounds: list[int],
+         spans: dict[tuple[int, str], float]) -> list[list[tuple[int, str, float]]]:
+    """Each trial's kills: (round, phase, delay), the phases taken in turn over all the kills, the
+    rounds at random, a trial's kills in run order, each delay a random part of the reference's
+    time in that phase."""
+    out, k = [], 0
+    for _ in range(trials):
+        targets = []
+        for _ in range(kills):
+            targets.append((rng.choice(rounds), PHASES[k % len(PHASES)]))
+            k += 1
+        targets.sort(key=lambda x: (x[0], PHASES.index(x[1])))
+        out.append([(t, p, rng.uniform(0, spans.get((t, p), 0.0))) for t, p in targets])
+    return out
+
+
+def run_trial(args: argparse.Namespace, run_dir: Path, kills: list[tuple[int, str, float]], ref: Path) -> dict:
+    """One trial: run, kill and resume as planned, compare with the reference."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    where = []
+    proc = _adapt("run", args.config, *args.sets, "--run-dir", str(run_dir))
+    for t, phase, delay in kills:
+        where.append(kill_at(proc, run_dir, (t, phase), delay, timeout=3600))
+        if proc.poll() is not None and proc.returncode not in (0, -signal.SIGKILL):
+            break
+        if "finished" not in where[-1]:
+            proc = _adapt("run", "--resume", str(run_dir))
+    text = proc.communicate()[0]
+    if proc.returncode != 0:
+        return {"identical": False, "line": f"the run failed after kills at {'; '.join(where)}:\n{text}"}
+    diffs = same_outcome(ref, run_dir)
+    if not args.keep and not diffs:
+        shutil.rmtree(run_dir)
+    return {"identical": not diffs, "line": f"killed at {'; '.join(where)} -> "
+                                            f"{'identical' if not diffs else 'DIFFERS: ' + ', '.join(diffs)}"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="key.sub=value overrides")
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--kills", type=int, default=1, help="kills per trial")
-    ap.add_argument("--out", default="runs/chaos", help="folder of the reference and the trials")
+    ap.add_argument("--out", default="runs/chaos", help="folder of the reference, the trials and the journal")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     ap.add_argument("--keep", action="store_true", help="keep the trials' run directories")
     args = ap.parse_args()
 
     out = Path(args.out)
-    ref = out / "reference"
-    if ref.exists():
-        shutil.rmtree(ref)
+    out.mkdir(parents=True, exist_ok=True)
+    ref, journal_path = out / "reference", out / "journal.jsonl"
+    key = {"config": args.config, "sets": args.sets, "kills": args.kills, "seed": args.seed,
+           "commit": code_version()}
+    journal = [json.loads(line) for line in journal_path.read_text().splitlines() if line] \
+        if journal_path.is_file() else []
+    if not journal or journal[0] != {"key": key} or key["commit"] is None:
+        journal = [{"key": key}]  # another config or another code: start over
+        journal_path.write_text(json.dumps(journal[0]) + "\n")
     start = time.perf_counter()
-    spans = reference(args.config, args.sets, ref)
+    spans_entry = next((j for j in journal if "spans" in j), None)
+    if spans_entry is None or not (ref / "metrics.json").is_file():
+        if ref.exists():
+            shutil.rmtree(ref)
+        spans = reference(args.config, args.sets, ref)
+        spans_entry = {"spans": [[r, p, s] for (r, p), s in spans.items()],
+                       "seconds": round(time.perf_counter() - start)}
+        journal = [journal[0], spans_entry]
+        with journal_path.open("w") as f:
+            f.writelines(json.dumps(j) + "\n" for j in journal)
+    spans = {(r, p): s for r, p, s in spans_entry["spans"]}
     rounds = sorted({r for r, _ in spans})
-    print(f"reference: {time.perf_counter() - start:.0f}s, {len(rounds)} rounds", flush=True)
-    rng = random.Random(args.seed)
+    print(f"reference: {spans_entry['seconds']}s, {len(rounds)} rounds (code {key['commit'] or 'with changes'})",
+          flush=True)
+    done = {j["trial"]: j for j in journal if "trial" in j}
+    if done:
+        print(f"{len(done)} trial(s) taken from {journal_path} (same config, seed and code commit)", flush=True)
     results = []
-    k = 0
-    for trial in range(args.trials):
-        run_dir = out / f"trial-{trial}"
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        kills = []
-        targets = []
-        for _ in range(args.kills):  # the phases in turn, the rounds at random, then in run order
-            targets.append((rng.choice(rounds), PHASES[k % len(PHASES)]))
-            k += 1
-        targets.sort(key=lambda x: (x[0], PHASES.index(x[1])))
-        proc = _adapt("run", args.config, *args.sets, "--run-dir", str(run_dir))
-        for t, phase in targets:
-            delay = rng.uniform(0, spans.get((t, phase), 0.0))
-            kills.append(kill_at(proc, run_dir, (t, phase), delay, timeout=3600))
-            if proc.poll() is not None and proc.returncode not in (0, -signal.SIGKILL):
-                break
-            if "finished" not in kills[-1]:
-                proc = _adapt("run", "--resume", str(run_dir))
-        text = proc.communicate()[0]
-        if proc.returncode != 0:
-            print(f"trial {trial}: the run failed after kills at {'; '.join(kills)}:\n{text}", flush=True)
-            results.append(False)
-            continue
-        diffs = same_outcome(ref, run_dir)
-        results.append(not diffs)
-        print(f"trial {trial}: killed at {'; '.join(kills)} -> {'identical' if not diffs else 'DIFFERS: ' + ', '.join(diffs)}",
-              flush=True)
-        if not args.keep and not diffs:
-            shutil.rmtree(run_dir)
+    for trial, kills in enumerate(plan(random.Random(args.seed), args.trials, args.kills, rounds, spans)):
+        res = done.get(trial)
+        if res is None:
+            res = {"trial": trial, **run_trial(args, out / f"trial-{trial}", kills, ref)}
+            with journal_path.open("a") as f:
+                f.write(json.dumps(res) + "\n")
+        results.append(res["identical"])
+        print(f"trial {trial}: {res['line']}", flush=True)
     print(f"{sum(results)}/{len(results)} trials identical to the uninterrupted run "
-          f"({args.kills} kill(s) each, {time.perf_counter() - start:.0f}s)", flush=True)
+          f"({args.kills} kill(s) each, {time.perf_counter() - start:.0f}s this invocation)", flush=True)
     sys.exit(0 if all(results) else 1)
 
 

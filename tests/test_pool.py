@@ -76,7 +76,8 @@ def test_on_disk_format(tmp_path):
     assert [r["pruned_round"] for r in rows] == [None, 3, None]
     assert [r["pruned_reason"] for r in rows] == [None, "dup", None]
     assert [Sample.from_json(r["record"]) for r in rows] == make("a", 3)
-    assert json.loads(t.schema.metadata[b"adapt_pool"])["datasets"][0]["name"] == "a"
+    meta = pq.read_metadata(tmp_path / "pool" / "samples.parquet").metadata
+    assert json.loads(meta[b"adapt_pool"])["datasets"][0]["name"] == "a"
 
 
 def test_table_columns_and_dtypes(tmp_path):
@@ -188,16 +189,19 @@ def test_bad_input_leaves_the_pool_byte_identical(case, tmp_path):
     assert len(reopened) == 3 and [d["name"] for d in reopened.datasets()] == ["good"]
 
 
-def _half_written_parquet(table, where, *args, **kwargs):
-    Path(where).write_bytes(b"PAR1 half written")
+def _half_written_parquet(self, batch, *args, **kwargs):
+    _real_write_batch(self, batch.slice(0, 1))
     raise OSError(28, "No space left on device")
+
+
+_real_write_batch = pq.ParquetWriter.write_batch
 
 
 def test_failed_write_leaves_the_pool_byte_identical(tmp_path, monkeypatch):
     pool = DataPool(tmp_path / "pool")
     pool.ingest(make("a", 3), "a", round_added=0)
     before = tree_digest(tmp_path / "pool")
-    monkeypatch.setattr(pq, "write_table", _half_written_parquet)
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", _half_written_parquet)
     with pytest.raises(OSError, match="No space left"):
         pool.ingest(make("b", 2), "b", round_added=1)
     with pytest.raises(OSError, match="No space left"):
@@ -279,3 +283,41 @@ def test_a_larger_pool(tmp_path):
     t = reopened.table(status=None, columns=["uid", "dataset", "status"])
     assert isinstance(t, pd.DataFrame) and (t["status"] == "pruned").sum() == n
     assert [s.uid for s in reopened.samples(["b/19999", "a/1"])] == ["b/19999", "a/1"]
+
+
+def test_ingest_streams_a_generator_a_batch_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(pool_module, "WRITE_BATCH", 4)
+    pool = DataPool(tmp_path / "pool")
+    pool.ingest(make("a", 5), "a", round_added=0)
+    pulled = []
+
+    def stream():
+        for s in make("b", 10):
+            pulled.append(s.uid)
+            yield s
+
+    assert pool.ingest(stream(), "b", round_added=1) == 10
+    pf = pq.ParquetFile(tmp_path / "pool" / "samples.parquet")
+    assert [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)] == [4, 1, 4, 4, 2]
+    assert pool.samples() == make("a", 5) + make("b", 10)
+    assert pool.datasets()[1]["fingerprint"] == fingerprint(make("b", 10))
+    assert DataPool(tmp_path / "pool").samples() == make("a", 5) + make("b", 10)
+    assert pool.ingest(iter(make("b", 10)), "b", round_added=2) == 0  # the same stream again: a no-op
+
+
+def test_an_error_while_streaming_leaves_the_pool_byte_identical(tmp_path, monkeypatch):
+    monkeypatch.setattr(pool_module, "WRITE_BATCH", 2)
+    pool = DataPool(tmp_path / "pool")
+    pool.ingest(make("a", 3), "a", round_added=0)
+    before = tree_digest(tmp_path / "pool")
+
+    def broken():
+        yield from make("b", 5)
+        raise DataError("b.json", "invalid JSON", sample="record 5")
+
+    with pytest.raises(DataError, match="record 5"):
+        pool.ingest(broken(), "b", round_added=1)
+    assert tree_digest(tmp_path / "pool") == before and not pool.has_dataset("b")
+    with pytest.raises(DataError, match="uid 'a/1' is already in the pool"):  # found after the last batch
+        pool.ingest(iter(make("b", 4) + [Sample(uid="a/1", dataset="b", id="1", conversations=())]), "b", 1)
+    assert tree_digest(tmp_path / "pool") == before and len(DataPool(tmp_path / "pool")) == 3

@@ -218,9 +218,19 @@ BadCase = tuple[Callable[[Path], Path], list[str], "str | None"]
 # case: (write the bad input into the data folder and return its path,
 #        words the message must contain, the sample it must name: "sample <this>", or None)
 BAD: dict[str, BadCase] = {
-    "json_invalid": (lambda d: _text(d, "d.json", '[\n {"id": "a"},\n {"id": oops}\n]'),
-                     ["invalid JSON", "line 3, column 9"], None),
-    "json_not_utf8": (lambda d: _text(d, "d.json", b'[{"id": "\xff"}]'), ["not UTF-8"], None),
+    "json_invalid": (lambda d: _text(d, "d.json", '[\n' + json.dumps({"id": "a", "conversations": _conv("Q")})
+                                                  + ',\n {"id": oops}\n]'),
+                     ["invalid JSON", "after 1 good record"], "record 1"),
+    "json_truncated": (lambda d: _text(d, "d.json", json.dumps(good_records())[:-40]),
+                       ["invalid JSON", "premature EOF"], f"record {len(good_records()) - 1}"),
+    "json_not_utf8": (lambda d: _text(d, "d.json", b'[{"id": "\xff"}]'), ["not UTF-8"], "record 0"),
+    "json_empty_file": (lambda d: _text(d, "d.json", " \n"), ["the file is empty"], None),
+    "json_huge_record": (lambda d: _text(d, "d.json", '[{"id": "a", "conversations": [{"from": "human", "value": "'
+                                                      + "x" * (9 << 20) + '"}]}]'),
+                         ["more than 8 MiB of JSON in one record", "stream.max_sample_mb"], "record 0"),
+    "jsonl_huge_line": (lambda d: _text(d, "d.jsonl", json.dumps({"id": "a", "conversations": _conv("Q")}) + "\n"
+                                        + '{"id": "b", "x": "' + "y" * (9 << 20) + '"}\n'),
+                        ["more than 8 MiB of JSON in one record"], "line 2"),
     "jsonl_invalid_line": (lambda d: _text(d, "d.jsonl", json.dumps({"id": "a", "conversations": _conv("Q")})
                                            + "\n{oops\n"), ["invalid JSON"], "line 2"),
     "top_level_not_a_list": (lambda d: _text(d, "d.json", '{"id": "a"}'), ["must be a list", "object"], None),

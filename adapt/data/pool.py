@@ -6,13 +6,14 @@ On disk (format version 1)::
                            uid str, dataset str, task str, round_added int32,
                            status str ("active" | "pruned"), pruned_round int32 (null while active),
                            pruned_reason str (null while active), record str (Sample.to_json())
-                           + schema metadata b"adapt_pool": {"version": 1, "datasets": [...]}
+                           + file key-value metadata b"adapt_pool": {"version": 1, "datasets": [...]}
+                           (``pq.read_metadata(path).metadata``), row groups of 8192 rows
     pool/manifest.json     {"version": 1,
                             "datasets": [{"name", "source", "task", "round_added", "num_samples",
                                           "fingerprint"}, ...],   (ingestion order)
                             "num_samples", "num_active"}
 
-``samples.parquet`` is the source of truth: it carries the dataset entries in its schema metadata,
+``samples.parquet`` is the source of truth: it carries the dataset entries in its metadata,
 and the manifest is a readable copy. Every write replaces the Parquet file atomically (temp file
 + fsync + rename), then the manifest likewise; if a crash falls between the two renames, the next
 open sees that they disagree and rewrites the manifest from the Parquet file.
@@ -26,8 +27,9 @@ Rules:
   across the pool.
 - Pruning tombstones a sample for good (status, round, reason); it never becomes active again.
 
-Only the metadata columns are held in memory; the ``record`` column is read when samples or a
-rewrite need it. The in-memory copy is reloaded when the files change on disk. One process writes
+Only the metadata columns are held in memory; the ``record`` column is read when samples are
+asked for. Writes stream: an ingest writes the old rows and then the new dataset's a batch at a
+time into the new file, so ingesting a dataset of any size takes bounded memory (its uids aside). The in-memory copy is reloaded when the files change on disk. One process writes
 a pool at a time.
 """
 
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ ACTIVE, PRUNED = "active", "pruned"
 STATUSES = (ACTIVE, PRUNED)
 META_KEY = b"adapt_pool"
 SAMPLES_FILE, MANIFEST_FILE = "samples.parquet", "manifest.json"
+WRITE_BATCH = 8192  # rows per Parquet row group, and per batch a rewrite streams
 
 SCHEMA = pa.schema([
     ("uid", pa.string()),
@@ -101,6 +104,90 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+
+def _fingerprint_of(samples: Iterable[Sample], dataset: str, where: str) -> tuple[str, int]:
+    """(fingerprint, count) of a stream of samples, checking that they belong to ``dataset``."""
+    h, n = hashlib.sha256(), 0
+    for s in samples:
+        _check_dataset(s, dataset, where)
+        h.update(s.to_json().encode("utf-8"))
+        h.update(b"\n")
+        n += 1
+    return h.hexdigest(), n
+
+
+def _check_dataset(s: Sample, dataset: str, where: str) -> None:
+    if s.dataset != dataset:
+        raise DataError(where, f"belongs to dataset {s.dataset!r}, not {dataset!r}", sample=s.id)
+
+
+class _NewRows:
+    """The rows of a dataset being ingested, turned into Parquet batches as the samples stream by;
+    keeps only their uids and tasks (for the checks and the in-memory metadata) and the fingerprint."""
+
+    def __init__(self, dataset: str, round_added: int, where: str) -> None:
+        self.dataset, self.round_added, self.where = dataset, round_added, where
+        self.hash = hashlib.sha256()
+        self.n = 0
+        self.task = dataset
+        self._uids: list[pa.Array] = []
+        self._tasks: list[pa.Array] = []
+
+    def batches(self, samples: Iterable[Sample]) -> Iterator[pa.RecordBatch]:
+        chunk: list[Sample] = []
+        for s in samples:
+            _check_dataset(s, self.dataset, self.where)
+            chunk.append(s)
+            if len(chunk) == WRITE_BATCH:
+                yield self._batch(chunk)
+                chunk = []
+        if chunk:
+            yield self._batch(chunk)
+
+    def _batch(self, chunk: list[Sample]) -> pa.RecordBatch:
+        if self.n == 0:
+            self.task = chunk[0].task or self.dataset
+        records = [s.to_json() for s in chunk]
+        for r in records:
+            self.hash.update(r.encode("utf-8"))
+            self.hash.update(b"\n")
+        n = len(chunk)
+        self.n += n
+        uids = pa.array([s.uid for s in chunk], type=pa.string())
+        tasks = pa.array([s.task or self.dataset for s in chunk], type=pa.string())
+        self._uids.append(uids)
+        self._tasks.append(tasks)
+        return pa.RecordBatch.from_arrays([
+            uids, pa.array([self.dataset] * n, type=pa.string()), tasks,
+            pa.array(np.full(n, self.round_added, dtype=np.int32)), pa.array([ACTIVE] * n, type=pa.string()),
+            pa.nulls(n, type=pa.int32()), pa.nulls(n, type=pa.string()), pa.array(records, type=pa.string()),
+        ], schema=SCHEMA)
+
+    def check_uids(self, pool_meta: pa.Table) -> None:
+        """uids unique within the dataset and new to the pool (whose metadata is ``pool_meta``),
+        or a DataError."""
+        uids = pa.chunked_array(self._uids, type=pa.string()).combine_chunks()
+        if len(pc.unique(uids)) != len(uids):
+            counts = pc.value_counts(uids)
+            dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+            raise DataError(self.where, f"uid repeated within the dataset: {dup[0].as_py()!r}")
+        clash = pc.is_in(uids, value_set=pool_meta["uid"].combine_chunks())
+        if pc.any(clash).as_py():
+            first = uids.filter(clash)[0].as_py()
+            holder = pool_meta["dataset"][pc.index(pool_meta["uid"], first).as_py()].as_py()
+            raise DataError(self.where, f"uid {first!r} is already in the pool (dataset {holder!r}); "
+                                        f"{pc.sum(clash).as_py()} uid(s) collide")
+
+    def meta(self) -> pa.Table:
+        """The metadata columns of the new rows."""
+        n = self.n
+        return pa.Table.from_arrays([
+            pa.chunked_array(self._uids, type=pa.string()), pa.array([self.dataset] * n, type=pa.string()),
+            pa.chunked_array(self._tasks, type=pa.string()), pa.array(np.full(n, self.round_added, dtype=np.int32)),
+            pa.array([ACTIVE] * n, type=pa.string()), pa.nulls(n, type=pa.int32()), pa.nulls(n, type=pa.string()),
+        ], schema=SCHEMA.remove(SCHEMA.get_field_index("record")))
 
 
 class DataPool:
@@ -163,7 +250,7 @@ class DataPool:
             if missing:
                 raise AdaptError(f"{self.samples_path}: not a pool file, missing columns {missing}")
             meta = pf.read(columns=META_COLUMNS).cast(pa.schema([SCHEMA.field(c) for c in META_COLUMNS]))
-            raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
+            raw = (pf.metadata.metadata or {}).get(META_KEY)
         except AdaptError:
             raise
         except Exception as exc:  # pyarrow raises several types for broken files
@@ -221,6 +308,7 @@ class DataPool:
             pass
 
     def _read_records(self) -> pa.ChunkedArray:
+        """The whole ``record`` column (loaded once, on demand)."""
         if self._records is None:
             if not self.samples_path.is_file():
                 self._records = pa.chunked_array([], type=pa.string())
@@ -240,21 +328,45 @@ class DataPool:
         return self._df
 
     # ------------------------------------------------------------------------------ writing
-    def _write(self, meta: pa.Table, records: pa.ChunkedArray | pa.Array, datasets: list[dict[str, Any]]) -> None:
-        """Parquet file, then manifest, each atomically; the in-memory state changes on success only."""
-        table = pa.Table.from_arrays([*meta.columns, records], schema=SCHEMA)
-        datasets = [{k: d[k] for k in ("name", "source", "task", "round_added", "num_samples", "fingerprint")}
-                    for d in datasets]
-        table = table.replace_schema_metadata(
-            {META_KEY: json.dumps({"version": FORMAT_VERSION, "datasets": datasets}).encode("utf-8")})
+    def _old_rows(self, meta: pa.Table) -> Iterator[pa.RecordBatch]:
+        """The pool's rows with ``meta`` as their metadata columns, the records streamed from the
+        file a batch at a time (so a rewrite never holds the records in memory)."""
+        if not self.samples_path.is_file() or meta.num_rows == 0:
+            return
+        start = 0
+        for batch in pq.ParquetFile(self.samples_path).iter_batches(batch_size=WRITE_BATCH, columns=["record"]):
+            part = meta.slice(start, batch.num_rows).combine_chunks()
+            yield pa.RecordBatch.from_arrays([*(c.chunk(0) if c.num_chunks else pa.array([], c.type)
+                                                for c in part.columns), batch.column(0)], schema=SCHEMA)
+            start += batch.num_rows
+        if start != meta.num_rows:
+            raise AdaptError(f"{self.samples_path}: changed while being read; open the pool again")
+
+    def _write(self, meta: pa.Table, batches: Iterable[pa.RecordBatch],
+               datasets: Callable[[], list[dict[str, Any]]]) -> None:
+        """Write the rows of ``batches`` (whose metadata columns end up as ``meta``) as the new
+        Parquet file, then the manifest, each atomically; the in-memory state changes on success
+        only. ``datasets()`` is called once the batches are written (an ingest knows its
+        fingerprint then); ``meta`` may be a callable likewise."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temp_files()
-        write_with_atomic(self.samples_path, lambda tmp: pq.write_table(table, tmp))
+        entries: list[dict[str, Any]] = []
+
+        def write(tmp: Path) -> None:
+            with pq.ParquetWriter(tmp, SCHEMA) as writer:
+                for batch in batches:
+                    writer.write_batch(batch, row_group_size=WRITE_BATCH)
+                entries.extend({k: d[k] for k in ("name", "source", "task", "round_added", "num_samples",
+                                                  "fingerprint")} for d in datasets())
+                writer.add_key_value_metadata(
+                    {META_KEY: json.dumps({"version": FORMAT_VERSION, "datasets": entries}).encode("utf-8")})
+
+        write_with_atomic(self.samples_path, write)
         self._signature = None  # the file changed: a failure below makes the next access reload
-        manifest = self._expected_manifest(meta, {"datasets": datasets})
+        meta = meta() if callable(meta) else meta
+        manifest = self._expected_manifest(meta, {"datasets": entries})
         write_json_atomic(self.manifest_path, manifest)
-        self._meta, self._manifest, self._df = meta, manifest, None
-        self._records = records if isinstance(records, pa.ChunkedArray) else pa.chunked_array([records])
+        self._meta, self._manifest, self._df, self._records = meta, manifest, None, None
         self._signature = self._disk_signature()
 
     def _remove_stale_temp_files(self) -> None:
@@ -266,12 +378,15 @@ class DataPool:
                 except OSError:
                     pass
 
-    def ingest(self, samples: Sequence[Sample], dataset: str, round_added: int, source: str = "") -> int:
-        """Append a dataset to the pool, all or nothing.
+    def ingest(self, samples: Iterable[Sample], dataset: str, round_added: int, source: str = "") -> int:
+        """Append a dataset to the pool, all or nothing, streaming: ``samples`` may be a generator
+        (:func:`adapt.data.readers.iter_dataset`); they are written a batch at a time into a new
+        pool file that replaces the old one only once every sample is in and checked, so memory
+        does not grow with the dataset (its uids and metadata aside).
 
         Args:
-            samples: the dataset's samples (as :func:`adapt.data.readers.read_dataset` returns
-                them); each must have ``sample.dataset == dataset``.
+            samples: the dataset's samples; each must have ``sample.dataset == dataset``. An error
+                raised while iterating them leaves the pool untouched.
             dataset: the dataset's name, unique in the pool.
             round_added: the round that ingests it.
             source: where it was read from (kept in the manifest).
@@ -286,49 +401,33 @@ class DataPool:
         """
         self._refresh()
         where = source or f"dataset {dataset!r}"
-        if not samples:
-            raise DataError(where, f"no samples to ingest for dataset {dataset!r}")
-        wrong = next((s for s in samples if s.dataset != dataset), None)
-        if wrong is not None:
-            raise DataError(where, f"belongs to dataset {wrong.dataset!r}, not {dataset!r}", sample=wrong.id)
-        records = [s.to_json() for s in samples]
-        fp = fingerprint_records(records)
-        for d in self._manifest["datasets"]:
-            if d["name"] == dataset:
-                if d["fingerprint"] == fp:
-                    return 0
-                raise DataError(where, f"the pool already holds a dataset named {dataset!r} with different "
-                                       f"content (ingested in round {d['round_added']} from "
-                                       f"{d['source'] or 'an unnamed source'}); give this one another name")
-        uids = pa.array([s.uid for s in samples], type=pa.string())
-        if len(pc.unique(uids)) != len(uids):
-            counts = pc.value_counts(uids)
-            dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-            raise DataError(where, f"uid repeated within the dataset: {dup[0].as_py()!r}")
-        clash = pc.is_in(uids, value_set=self._meta["uid"].combine_chunks())
-        if pc.any(clash).as_py():
-            first = uids.filter(clash)[0].as_py()
-            pos = pc.index(self._meta["uid"], first).as_py()
-            holder = self._meta["dataset"][pos].as_py()
-            raise DataError(where, f"uid {first!r} is already in the pool (dataset {holder!r}); "
-                                   f"{pc.sum(clash).as_py()} uid(s) collide")
-        n = len(samples)
-        new_meta = pa.Table.from_arrays([
-            uids,
-            pa.array([dataset] * n, type=pa.string()),
-            pa.array([s.task or dataset for s in samples], type=pa.string()),
-            pa.array(np.full(n, int(round_added), dtype=np.int32)),
-            pa.array([ACTIVE] * n, type=pa.string()),
-            pa.nulls(n, type=pa.int32()),
-            pa.nulls(n, type=pa.string()),
-        ], schema=self._meta.schema)
-        meta = pa.concat_tables([self._meta, new_meta]).combine_chunks()
-        all_records = pa.chunked_array([*self._read_records().chunks, pa.array(records, type=pa.string())],
-                                       type=pa.string())
-        entry = {"name": dataset, "source": str(source), "task": samples[0].task or dataset,
-                 "round_added": int(round_added), "num_samples": n, "fingerprint": fp}
-        self._write(meta, all_records, [*self._manifest["datasets"], entry])
-        return n
+        known = next((d for d in self._manifest["datasets"] if d["name"] == dataset), None)
+        if known is not None:  # a resumed ingest, or a name clash: only the fingerprint is needed
+            fp, n = _fingerprint_of(samples, dataset, where)
+            if n and fp == known["fingerprint"]:
+                return 0
+            if not n:
+                raise DataError(where, f"no samples to ingest for dataset {dataset!r}")
+            raise DataError(where, f"the pool already holds a dataset named {dataset!r} with different "
+                                   f"content (ingested in round {known['round_added']} from "
+                                   f"{known['source'] or 'an unnamed source'}); give this one another name")
+        new = _NewRows(dataset, int(round_added), where)
+        old_meta = self._meta
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from self._old_rows(old_meta)
+            yield from new.batches(samples)
+            if not new.n:
+                raise DataError(where, f"no samples to ingest for dataset {dataset!r}")
+            new.check_uids(old_meta)
+
+        def datasets() -> list[dict[str, Any]]:
+            return [*self._manifest["datasets"], {"name": dataset, "source": str(source), "task": new.task,
+                                                  "round_added": int(round_added), "num_samples": new.n,
+                                                  "fingerprint": new.hash.hexdigest()}]
+
+        self._write(lambda: pa.concat_tables([old_meta, new.meta()]).combine_chunks(), batches(), datasets)
+        return new.n
 
     def prune(self, uids: Iterable[str], round: int, reason: str) -> int:  # noqa: A002 - the brief's name
         """Tombstone samples for good: status ``pruned``, with the round and the reason.
@@ -363,7 +462,8 @@ class DataPool:
                                pc.if_else(mask, pa.scalar(int(round), pa.int32()), meta["pruned_round"]))
         meta = meta.set_column(meta.schema.get_field_index("pruned_reason"), "pruned_reason",
                                pc.if_else(mask, pa.scalar(str(reason), pa.string()), meta["pruned_reason"]))
-        self._write(meta.combine_chunks(), self._read_records(), self._manifest["datasets"])
+        meta = meta.combine_chunks()
+        self._write(meta, self._old_rows(meta), lambda: self._manifest["datasets"])
         return n
 
     # ------------------------------------------------------------------------------ reading

@@ -1,11 +1,13 @@
 """Readers for visual-instruction datasets: LLaVA JSON / JSONL, Parquet, and ``datasets`` folders
 made by ``Dataset.save_to_disk``.
 
-Everything is validated before anything is stored: :func:`read_dataset` either returns the whole
-dataset as :class:`~adapt.data.sample.Sample` records or raises one
-:class:`~adapt.errors.DataError` for the *first* problem, naming the file, the sample (its id, and
-where it is: ``line N`` of a JSONL file, ``record N`` of a JSON list, ``row N`` of a table) and
-what is wrong.
+Files are read streaming (a JSON list with ``ijson``, JSONL a line at a time, Parquet a batch at a
+time): :func:`iter_dataset` yields validated :class:`~adapt.data.sample.Sample` records one by one
+in bounded memory, whatever the file's size, and raises one :class:`~adapt.errors.DataError` for
+the *first* problem, naming the file, the sample (its id, and where it is: ``line N`` of a JSONL
+file, ``record N`` of a JSON list, ``row N`` of a table) and what is wrong. Nothing is stored
+unless the whole dataset is valid: the pool's ingest is all or nothing. :func:`read_dataset` is
+the same as a list.
 
 A LLaVA record::
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -34,13 +36,13 @@ from tqdm.auto import tqdm
 from adapt.data.sample import GPT, HUMAN, IMAGE_TOKEN, Sample, make_uid
 from adapt.errors import DataError
 
-__all__ = ["ROLES", "SUPPORTED", "load_records", "read_dataset", "validate_record"]
+__all__ = ["ROLES", "SUPPORTED", "iter_dataset", "iter_records", "load_records", "read_dataset", "validate_record"]
 
 ROLES = (HUMAN, GPT)
 SUPPORTED = ".json (a list of records), .jsonl (one record a line), .parquet, or a datasets save_to_disk folder"
 RESERVED = ("id", "image", "images", "conversations")
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
-PROGRESS_MIN = 1000  # a progress bar only for datasets at least this long
+MAX_RECORD_BYTES = 8 << 20  # one record of more JSON than this is refused (stream.max_sample_mb)
 
 Record = tuple[str, Any]  # (where it is in the file: "record 3" / "line 4" / "row 3", the raw record)
 
@@ -53,60 +55,146 @@ def _decode(path: Path, data: bytes, sample: str | None = None) -> str:
         raise DataError(path, f"not UTF-8 text (bad byte at offset {exc.start})", sample=sample) from None
 
 
-def _read_bytes(path: Path) -> bytes:
+def _open(path: Path) -> BinaryIO:
     try:
-        return path.read_bytes()
+        return open(path, "rb")  # noqa: SIM115 - closed by the generators that read it
     except OSError as exc:
         raise DataError(path, f"cannot read the file: {exc.strerror or exc}") from None
 
 
-def _load_json_list(path: Path) -> list[Record]:
-    text = _decode(path, _read_bytes(path))
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"invalid JSON at line {exc.lineno}, column {exc.colno} "
-                              f"(character {exc.pos}): {exc.msg}") from None
-    if not isinstance(data, list):
-        raise DataError(path, f"the top level must be a list of records, found {_a_json_type(data)} "
-                              "(one record a line? name the file .jsonl)")
-    return [(f"record {i}", r) for i, r in enumerate(data)]
+def _too_large(path: Path, size: int, limit: int, sample: str) -> DataError:
+    return DataError(path, f"more than {_mib(limit)} of JSON in one record ({_mib(size)} read so far): a sample "
+                           "this large is refused (stream.max_sample_mb)", sample=sample)
 
 
-def _load_jsonl(path: Path) -> list[Record]:
-    out = []
-    for n, raw in enumerate(_read_bytes(path).splitlines(), start=1):
-        line = _decode(path, raw, sample=f"line {n}")
-        if not line.strip():
-            continue
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.3g} MiB"
+
+
+class _CountingReader:
+    """The file as ijson reads it, counting bytes so that one record can be held to ``limit``
+    (a broken or hostile file must not fill the memory), with a leading BOM dropped."""
+
+    def __init__(self, f: BinaryIO, path: Path, limit: int) -> None:
+        self.f, self.path, self.limit = f, path, limit
+        self.read_bytes = 0  # handed to the parser so far
+        self.record_start = 0  # read_bytes when the current record began (roughly: chunk granularity)
+        self.record = "record 0"
+        head = f.read(3)
+        self._pending = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+
+    def first_char(self) -> bytes:
+        """The first non-blank byte (b"" for a blank file), kept for the parser."""
+        while True:
+            stripped = self._pending.lstrip()
+            if stripped:
+                return stripped[:1]
+            more = self.f.read(4096)
+            if not more:
+                return b""
+            self._pending = more
+
+    def read(self, n: int = -1) -> bytes:
+        if n == 0:  # ijson asks for 0 bytes to learn the type of the stream
+            return b""
+        if self._pending:
+            data, self._pending = self._pending, b""
+        else:
+            data = self.f.read(n)
+        self.read_bytes += len(data)
+        if self.read_bytes - self.record_start > self.limit + (1 << 16):
+            raise _too_large(self.path, self.read_bytes - self.record_start, self.limit, self.record)
+        return data
+
+
+FIRST_CHAR_TYPES = {b"{": "an object", b'"': "a string", b"t": "a boolean", b"f": "a boolean", b"n": "a null"}
+
+
+def _iter_json_list(path: Path, limit: int) -> Iterator[Record]:
+    """Records of a JSON list, parsed streaming (``ijson``), one at a time: the file's size does
+    not matter, one record's does (``limit`` bytes)."""
+    import ijson
+
+    with _open(path) as f:
+        src = _CountingReader(f, path, limit)
+        first = src.first_char()
+        if first == b"":
+            raise DataError(path, "the file is empty")
+        if first != b"[":
+            kind = FIRST_CHAR_TYPES.get(first, "a number" if first in b"-0123456789" else "not JSON")
+            raise DataError(path, f"the top level must be a list of records, found {kind} "
+                                  "(one record a line? name the file .jsonl)")
+        n = 0
         try:
-            out.append((f"line {n}", json.loads(line)))
-        except json.JSONDecodeError as exc:  # kept as the record: read_dataset raises it or quarantines it
-            out.append((f"line {n}", DataError(path, f"invalid JSON at column {exc.colno}: {exc.msg}",
-                                               sample=f"line {n}")))
-    return out
+            for rec in ijson.items(src, "item", use_float=True):
+                yield f"record {n}", rec
+                n += 1
+                src.record, src.record_start = f"record {n}", src.read_bytes
+        except ijson.JSONError as exc:
+            text = exc.args[0] if exc.args else str(exc)
+            text = (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)).strip()
+            problem = text.splitlines()[0] if text else "broken JSON"
+            if "UTF8" in problem:
+                raise DataError(path, f"not UTF-8 text ({problem})", sample=f"record {n}") from None
+            raise DataError(path, f"invalid JSON ({problem}), after {n} good record(s)",
+                            sample=f"record {n}") from None
 
 
-def _columnar_rows(path: Path, columns: list[str], rows: Iterator[dict[str, Any]]) -> list[Record]:
-    """Rows of a Parquet file / datasets folder. Columns hold nulls where a record lacks the field,
-    so null values are dropped (a columnar file cannot tell a missing field from a null one)."""
+def _iter_jsonl(path: Path, limit: int) -> Iterator[Record]:
+    """Records of a JSONL file, one line at a time (a line longer than ``limit`` is refused)."""
+    with _open(path) as f:
+        n = 0
+        while True:
+            raw = f.readline(limit + 1)
+            if not raw:
+                return
+            n += 1
+            where = f"line {n}"
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise _too_large(path, len(raw), limit, where)
+            line = _decode(path, raw, sample=where)
+            if not line.strip():
+                continue
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:  # kept as the record: read_dataset raises it or quarantines it
+                yield where, DataError(path, f"invalid JSON at column {exc.colno}: {exc.msg}", sample=where)
+
+
+def _columns_present(path: Path, columns: list[str]) -> None:
     missing = [c for c in ("id", "conversations") if c not in columns]
     if missing:
         raise DataError(path, f"missing column(s) {', '.join(map(repr, missing))} (columns: {', '.join(columns)})")
-    return [(f"row {i}", {k: v for k, v in row.items() if v is not None}) for i, row in enumerate(rows)]
 
 
-def _load_parquet(path: Path) -> list[Record]:
+def _columnar(rows: Iterator[dict[str, Any]]) -> Iterator[Record]:
+    """Rows of a Parquet file / datasets folder. Columns hold nulls where a record lacks the field,
+    so null values are dropped (a columnar file cannot tell a missing field from a null one)."""
+    for i, row in enumerate(rows):
+        yield f"row {i}", {k: v for k, v in row.items() if v is not None}
+
+
+def _iter_parquet(path: Path) -> Iterator[Record]:
+    """Rows of a Parquet file, read a batch at a time."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for broken files
         raise DataError(path, f"cannot read the Parquet file: {exc}") from None
-    return _columnar_rows(path, table.column_names, iter(table.to_pylist()))
+    _columns_present(path, pf.schema_arrow.names)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        try:
+            for batch in pf.iter_batches(batch_size=1024):
+                yield from batch.to_pylist()
+        except Exception as exc:
+            raise DataError(path, f"cannot read the Parquet file: {exc}") from None
+
+    yield from _columnar(rows())
 
 
-def _load_hf_folder(path: Path) -> list[Record]:
+def _iter_hf_folder(path: Path) -> Iterator[Record]:
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -121,26 +209,35 @@ def _load_hf_folder(path: Path) -> list[Record]:
         else:
             raise DataError(path, f"a DatasetDict with splits {', '.join(sorted(ds))} and no 'train' split: "
                                   "point to one split's folder")
-    return _columnar_rows(path, list(ds.column_names), iter(ds.to_list()))  # raw rows: no image decoding
+    _columns_present(path, list(ds.column_names))
+    rows = (row for batch in ds.with_format(None).iter(batch_size=1024)  # raw rows: no image decoding
+            for row in (dict(zip(batch, vals)) for vals in zip(*batch.values())))
+    yield from _columnar(rows)
 
 
-def load_records(path: Path) -> list[Record]:
-    """``(where, record)`` pairs from any supported format, without validation (a JSONL line that
-    is not JSON comes as ``(where, DataError)``)."""
+def iter_records(path: Path, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Record]:
+    """``(where, record)`` pairs from any supported format, streaming and without validation (a
+    JSONL line that is not JSON comes as ``(where, DataError)``). Problems of the file as a whole
+    raise :class:`DataError`, possibly after some records were yielded."""
     if not path.exists():
         raise DataError(path, "not found")
     if path.is_dir():
         if any((path / m).is_file() for m in HF_MARKERS):
-            return _load_hf_folder(path)
+            return _iter_hf_folder(path)
         raise DataError(path, f"a folder that is not a datasets save_to_disk folder (supported: {SUPPORTED})")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return _load_json_list(path)
+        return _iter_json_list(path, max_record_bytes)
     if suffix == ".jsonl":
-        return _load_jsonl(path)
+        return _iter_jsonl(path, max_record_bytes)
     if suffix == ".parquet":
-        return _load_parquet(path)
+        return _iter_parquet(path)
     raise DataError(path, f"unsupported file type {suffix or path.name!r} (supported: {SUPPORTED})")
+
+
+def load_records(path: Path, max_record_bytes: int = MAX_RECORD_BYTES) -> list[Record]:
+    """Every ``(where, record)`` pair of :func:`iter_records`, in a list."""
+    return list(iter_records(path, max_record_bytes))
 
 
 def _json_type(value: Any) -> str:
@@ -287,7 +384,7 @@ def validate_record(path: Path, where: str, rec: Any, name: str, task: str, imag
                   images=tuple(paths), task=task, extra=extra)
 
 
-def read_dataset(
+def iter_dataset(
     path: str | Path,
     name: str,
     task: str | None = None,
@@ -295,10 +392,14 @@ def read_dataset(
     check_images: bool = True,
     progress: bool = False,
     on_invalid: Callable[[DataError, Any], None] | None = None,
-) -> list[Sample]:
-    """Read and validate a whole dataset; raise :class:`DataError` on the first problem, or, with
-    ``on_invalid``, hand each invalid record to ``on_invalid(error, raw_record)`` and go on
-    (``--skip-invalid``; problems of the file as a whole still raise).
+    max_sample_bytes: int = MAX_RECORD_BYTES,
+) -> Iterator[Sample]:
+    """Read and validate a dataset streaming, one sample at a time, in file order: memory does not
+    grow with the file (the ids seen so far aside). Raises :class:`DataError` on the first problem,
+    which may come after samples were yielded (a consumer that stores them must do so all or
+    nothing, as :meth:`adapt.data.pool.DataPool.ingest` does); or, with ``on_invalid``, hands each
+    invalid record to ``on_invalid(error, raw_record)`` and goes on (``--skip-invalid``; problems of
+    the file as a whole still raise).
 
     Args:
         path: a ``.json`` list of LLaVA records, a ``.jsonl`` file, a ``.parquet`` file, or a
@@ -310,42 +411,44 @@ def read_dataset(
             leave (default: the data file's folder; for a ``save_to_disk`` folder, its parent).
         check_images: open every image with PIL and ``verify()`` it (missing files are always
             reported).
-        progress: show a progress bar for long datasets.
-
-    Returns:
-        The samples, in file order.
+        progress: show a progress bar (after two seconds).
+        max_sample_bytes: a record of more JSON than this is refused (a JSON or JSONL file).
     """
     path = Path(path).expanduser().resolve()
     if not isinstance(name, str) or not name or "/" in name or name != name.strip():
         raise DataError(path, f"invalid dataset name {name!r}: a non-empty name without '/' or outer spaces")
-    records = load_records(path)
-    if not records:
-        raise DataError(path, "the dataset is empty (no records)")
     root = Path(image_root).expanduser().resolve() if image_root is not None else path.parent
     if image_root is not None and not root.is_dir():
         raise DataError(path, f"the image root {root} is not a folder")
+    records = iter_records(path, max_sample_bytes)
     checker = _ImageChecker(path, root, verify=check_images)
     columnar = path.is_dir() or path.suffix.lower() == ".parquet"
-    first_seen: dict[str, str] = {}
-    out: list[Sample] = []
-    bar = tqdm(records, desc=f"read {name}", unit="rec", leave=False,
-               disable=not progress or len(records) < PROGRESS_MIN)
-    for where, rec in bar:
-        try:
-            if isinstance(rec, DataError):  # a line that is not JSON
-                raise rec
-            s = validate_record(path, where, rec, name, task or name, checker, columnar=columnar)
-            if s.id in first_seen:
-                raise DataError(path, f"duplicate id {s.id!r} (first at {first_seen[s.id]})",
-                                sample=f"{s.id} ({where})")
-        except DataError as err:
-            if on_invalid is None:
-                raise
-            on_invalid(err, None if isinstance(rec, DataError) else rec)
-            continue
-        first_seen[s.id] = where
-        out.append(s)
-    bar.close()
-    if not out:
+    first_seen: dict[str, int] = {}  # id -> the number in its first record's "record N" / "line N" / "row N"
+    seen = 0
+    with tqdm(records, desc=f"read {name}", unit="rec", leave=False, delay=2, disable=not progress) as bar:
+        for where, rec in bar:
+            seen += 1
+            try:
+                if isinstance(rec, DataError):  # a line that is not JSON
+                    raise rec
+                s = validate_record(path, where, rec, name, task or name, checker, columnar=columnar)
+                if s.id in first_seen:
+                    first = f"{where.split()[0]} {first_seen[s.id]}"
+                    raise DataError(path, f"duplicate id {s.id!r} (first at {first})", sample=f"{s.id} ({where})")
+            except DataError as err:
+                if on_invalid is None:
+                    raise
+                on_invalid(err, None if isinstance(rec, DataError) else rec)
+                continue
+            first_seen[s.id] = int(where.split()[1])
+            yield s
+    if seen == 0:
+        raise DataError(path, "the dataset is empty (no records)")
+    if len(first_seen) == 0:
         raise DataError(path, "no valid sample in the dataset")
-    return out
+
+
+def read_dataset(path: str | Path, name: str, **kwargs: Any) -> list[Sample]:
+    """Every sample of :func:`iter_dataset` (same arguments), in a list: the dataset is read and
+    validated whole before anything is returned."""
+    return list(iter_dataset(path, name, **kwargs))
