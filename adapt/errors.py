@@ -43,3 +43,14 @@ class WriteError(AdaptError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class CorruptFileError(AdaptError):
+    """A file of the run directory cannot be read back: damaged on disk, cut short by a copy, or
+    edited by hand (adapt's own writes are atomic, so a kill never leaves one half written). The
+    message names the file and what is wrong; nothing was changed."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: damaged ({problem}); nothing was changed. Restore the file from a copy, "
+                         "or start the run again in another directory")

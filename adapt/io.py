@@ -1,16 +1,21 @@
-"""Atomic file writes: temp file in the same folder + fsync + rename (DESIGN.md, run directory)."""
+"""Atomic file writes: temp file in the same folder + fsync + rename (DESIGN.md, run directory);
+and the reads of run-directory files, which report a damaged file clearly."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from adapt.errors import WriteError
+from adapt.errors import CorruptFileError, WriteError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextmanager
@@ -97,7 +102,27 @@ def write_dir_atomic(out: str | os.PathLike[str], writer: Callable[[Path], None]
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file of the run directory; one that is not valid JSON is a :class:`CorruptFileError`
+    (a missing file stays a ``FileNotFoundError``: callers look before they read)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(path, f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(path, f"not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None) -> "pd.DataFrame":
+    """A Parquet file of the run directory; one pyarrow cannot read (or without ``columns``) is a
+    :class:`CorruptFileError`."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # pyarrow raises several types for broken files
+        raise CorruptFileError(path, f"not a readable Parquet file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def _json_default(obj: Any) -> Any:

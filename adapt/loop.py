@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,16 +28,18 @@ from adapt.data.pool import DataPool
 from adapt.data.readers import iter_dataset
 from adapt.data.sample import Sample
 from adapt.data.stream import StreamEntry, load_stream, resolve_stream, save_stream
-from adapt.errors import AdaptError, InputError
+from adapt.errors import AdaptError, CorruptFileError, InputError
 from adapt.evaluation.continual_metrics import continual_metrics
 from adapt.evaluation.generation import EvalTask, evaluate_tasks
-from adapt.io import read_json, write_dir_atomic, write_json_atomic, write_text_atomic, write_with_atomic
+from adapt.io import read_json, read_parquet, write_dir_atomic, write_json_atomic, write_text_atomic, write_with_atomic
 from adapt.models.loading import ModelBundle, load_model
 from adapt.models.lora import add_new_adapter, count_trainable, load_adapter
 from adapt.models.tiny import BUILTIN_PREFIX, build_builtin, builtin_cache_key
+from adapt.run_check import check_state, verify_run_dir
 from adapt.runlock import RunLock
 from adapt.selection import SELECTORS, SelectionContext, Selector, resolve_budget
 from adapt.selection.base import phase_seed
+from adapt.tracking.loggers import DiskLogger
 from adapt.training.trainer import get_accelerator, process_state, train_round
 
 PHASES = ("ingest", "features", "select", "train", "evaluate", "prune", "checkpoint")
@@ -54,19 +56,24 @@ def local_checkpoint(name: str) -> Path:
 
 
 class RunState:
-    """``state.json``: finished phases, current round/phase, timings; written atomically."""
+    """``state.json``: finished phases, current round/phase, timings; written atomically.
 
-    def __init__(self, path: Path, data: dict[str, Any], writer: bool = True) -> None:
+    Every save also records ``log_bytes``, the length of ``metrics.jsonl`` (append-only) at that
+    moment; :meth:`trim_log` cuts the file back to it when a run starts, so the events of a phase
+    that a kill interrupted (and a line torn by the kill) go, and the phase logs them again."""
+
+    def __init__(self, path: Path, data: dict[str, Any], writer: bool = True, log: Path | None = None) -> None:
         self.path = path
         self.data = data
         self.writer = writer  # False on the non-main ranks: they keep the same state in memory only
+        self.log = log
 
     @classmethod
-    def load_or_new(cls, path: Path, seed: int, writer: bool = True) -> "RunState":
+    def load_or_new(cls, path: Path, seed: int, writer: bool = True, log: Path | None = None) -> "RunState":
         if path.is_file():
-            return cls(path, read_json(path), writer)
+            return cls(path, check_state(path, read_json(path)), writer, log)
         return cls(path, {"seed": seed, "status": "new", "round": 0, "phase": None, "finished": [],
-                          "phase_seconds": {}, "wandb_id": None}, writer)
+                          "phase_seconds": {}, "wandb_id": None}, writer, log)
 
     def done(self, key: str) -> bool:
         return key in self.data["finished"]
@@ -84,7 +91,24 @@ class RunState:
 
     def save(self) -> None:
         if self.writer:
+            if self.log is not None:
+                self.data["log_bytes"] = self.log.stat().st_size if self.log.is_file() else 0
             write_json_atomic(self.path, self.data)
+
+    def trim_log(self) -> None:
+        """``metrics.jsonl`` back to its length at the last save (see the class docstring); a file
+        shorter than that lost events: a CorruptFileError."""
+        committed = self.data.get("log_bytes")
+        if self.log is None or committed is None or not self.log.is_file():
+            return
+        size = self.log.stat().st_size
+        if size < committed:
+            raise CorruptFileError(self.log, f"{size} bytes, but state.json recorded {committed}: events were lost")
+        if size > committed:
+            with open(self.log, "r+b") as fh:
+                fh.truncate(committed)
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
 class ContinualRun:
@@ -98,7 +122,8 @@ class ContinualRun:
         self.progress = progress and self.is_main
         self.console = console if console is not None and self.is_main else \
             Console(stderr=True, quiet=not self.progress)
-        self.state = RunState.load_or_new(self.run_dir / "state.json", config.seed, writer=self.is_main)
+        self.state = RunState.load_or_new(self.run_dir / "state.json", config.seed, writer=self.is_main,
+                                          log=self.run_dir / DiskLogger.filename)
         self.pool = DataPool(self.run_dir / "pool", writable=self.is_main)
         self.selector: Selector = SELECTORS.get(config.selection.method)(config)
         self._bundle: ModelBundle | None = None
@@ -150,6 +175,7 @@ class ContinualRun:
         run_dir = Path(run_dir).resolve()
         if not (run_dir / "state.json").is_file():
             raise AdaptError(f"{run_dir}: no state.json; not a run directory")
+        verify_run_dir(run_dir)  # a damaged file is reported now, not halfway through a round
         config = load_config(run_dir / "config.yaml")
         if skip_invalid and not config.stream.skip_invalid:
             config.stream.skip_invalid = True
@@ -369,7 +395,7 @@ class ContinualRun:
                   f"{store.meta['lora_weights']:,} LoRA weights)")
 
     def phase_train(self, t: int) -> None:
-        table = pd.read_parquet(self.round_dir(t) / "selection.parquet")
+        table = read_parquet(self.round_dir(t) / "selection.parquet")
         uids = table.loc[table["selected"], "uid"].tolist()
         samples = self.pool.samples(uids)
         seed = phase_seed(self.config.seed, t, "train")
@@ -542,7 +568,9 @@ class ContinualRun:
             run_id = next((lg.run_id for lg in getattr(self._loggers, "loggers", []) if hasattr(lg, "run_id")), None)
             if run_id and run_id != self.state.data.get("wandb_id"):
                 self.state.set(wandb_id=run_id)
-            self._loggers.log_config(self.config.to_dict())
+            if not self.state.data.get("config_logged"):  # once per run, not once per resume
+                self._loggers.log_config(self.config.to_dict())
+                self.state.set(config_logged=True)
         return self._loggers
 
     def print_matrix(self, metrics: dict[str, Any]) -> None:
@@ -566,11 +594,18 @@ class ContinualRun:
         metrics = self.collect_metrics()
         write_json_atomic(self.run_dir / "metrics.json", metrics)
         report = write_report([self.run_dir])
-        loggers = self.loggers()
         step = max(0, metrics["rounds_done"] - 1)
         heat = self.run_dir / "plots" / "accuracy_matrix.png"
         if not heat.is_file() and metrics["accuracy_matrix"]:
             plot_accuracy_matrix(metrics["accuracy_matrix"], metrics["tasks"], heat, R0=metrics["accuracy_before"])
+        if self.state.data.get("final_logged") != metrics["rounds_done"]:  # a finished run resumed: logged already
+            self._log_final(metrics, heat, step)
+        self.state.set(status="finished", phase=None, final_logged=metrics["rounds_done"])
+        self._log(f"[green]done[/]: {self.run_dir / 'metrics.json'}, report {report}")
+        return metrics
+
+    def _log_final(self, metrics: dict[str, Any], heat: Path, step: int) -> None:
+        loggers = self.loggers()
         loggers.log_table("accuracy_matrix", ["after"] + metrics["tasks"],
                           [[str(t)] + list(r) for t, r in enumerate(metrics["accuracy_matrix"])], step=step)
         if heat.is_file():
@@ -579,9 +614,6 @@ class ContinualRun:
                  if metrics[k] is not None}
         final["final/samples_trained"] = int(sum(metrics["samples_trained"]))
         loggers.log(final, step=step)
-        self.state.set(status="finished", phase=None)
-        self._log(f"[green]done[/]: {self.run_dir / 'metrics.json'}, report {report}")
-        return metrics
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -589,6 +621,8 @@ class ContinualRun:
         locked for the duration (``adapt.runlock``); a dataset added to the stream meanwhile
         (``adapt add-dataset``) is ingested as the next round."""
         lock = RunLock(self.run_dir).acquire() if self.is_main else None
+        if self.is_main:
+            self.state.trim_log()
         self.state.set(status="running")
         try:
             self._base_path()  # a built-in model is built (and cached) here, outside the timed phases
@@ -639,7 +673,7 @@ class ContinualRun:
                 self._timed(0, "features", lambda: self.phase_features(0), every_rank=True)
             self._timed(0, "select", lambda: self.phase_select(0, entries))
             self.state.set(status="selected", phase=None)
-            return pd.read_parquet(self.round_dir(0) / "selection.parquet")
+            return read_parquet(self.round_dir(0) / "selection.parquet")
 
     def _timed(self, t: int | str, phase: str, fn, every_rank: bool = False) -> None:
         """Run one phase unless state.json has it; only the main process runs it unless ``every_rank``."""

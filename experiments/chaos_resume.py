@@ -8,8 +8,9 @@ Then each trial runs the same config into its own directory and kills it ``--kil
 kill aims at one phase of one round (the phases taken in turn over the kills, the rounds at
 random, a trial's kills in run order), waits a random part of how long the reference spent there, and sends SIGKILL; the run is
 resumed with ``adapt run --resume`` until it finishes. A trial is *identical* when its
-``metrics.json`` (timings aside), every round's ``selection.parquet`` and the pool
-(``pool/samples.parquet``) equal the reference's. One line per trial, then a summary line; the
+``metrics.json`` (timings aside), every round's ``selection.parquet``, the pool
+(``pool/samples.parquet``) and the logged events (``metrics.jsonl``, times aside) equal the
+reference's. One line per trial, then a summary line; the
 exit status is 1 if any trial differs.
 
 Each finished trial is appended to ``OUT/journal.jsonl``; invoked again with the same ``--out``,
@@ -111,7 +112,21 @@ def same_outcome(a: Path, b: Path) -> list[str]:
             diffs.append(f"rounds/{t}/selection.parquet")
     if not pd.read_parquet(a / "pool" / "samples.parquet").equals(pd.read_parquet(b / "pool" / "samples.parquet")):
         diffs.append("pool")
+    if _events(a) != _events(b):
+        diffs.append("metrics.jsonl")
     return diffs
+
+
+def _events(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's events without their times (and the config event's paths, which name the run dir)."""
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        e.pop("time", None)
+        if e.get("event") == "config":
+            e.pop("config", None)
+        out.append(e)
+    return out
 
 
 def code_version() -> str | None:

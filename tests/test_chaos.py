@@ -4,6 +4,7 @@ makes does notice a changed selection or pool."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -48,4 +49,8 @@ pool: {{max_size: 0.8}}
     pool = pd.read_parquet(changed / "pool" / "samples.parquet")
     pool.loc[0, "status"] = "pruned" if pool.loc[0, "status"] == "active" else "active"
     pool.to_parquet(changed / "pool" / "samples.parquet", index=False)
-    assert same_outcome(ref, changed) == ["rounds/2/selection.parquet", "pool"]
+    log = (changed / "metrics.jsonl").read_text().splitlines()
+    (changed / "metrics.jsonl").write_text("\n".join(log[:-1] + [log[-2]]) + "\n")  # an event twice, one lost
+    assert same_outcome(ref, changed) == ["rounds/2/selection.parquet", "pool", "metrics.jsonl"]
+    # each event once: the events of a phase a kill interrupted were cut before it ran again
+    assert [json.loads(x)["event"] for x in (run / "metrics.jsonl").read_text().splitlines()].count("config") == 1

@@ -199,6 +199,11 @@ def _unreadable(d: Path) -> Path:
     return _json(d, [{"id": "a", "image": "img/bad.png", "conversations": _conv()}])
 
 
+def _zero_byte_image(d: Path) -> Path:
+    (d / "img" / "zero.png").write_bytes(b"")
+    return _json(d, [{"id": "a", "image": "img/zero.png", "conversations": _conv()}])
+
+
 def _dict_two_splits(d: Path) -> Path:
     from datasets import Dataset, DatasetDict
 
@@ -279,6 +284,7 @@ BAD: dict[str, BadCase] = {
     "missing_image": (lambda d: _json(d, [{"id": "a", "image": "img/nope.png", "conversations": _conv()}]),
                       ["image file missing", "nope.png"], "a (record 0)"),
     "unreadable_image": (_unreadable, ["unreadable image", "bad.png"], "a (record 0)"),
+    "zero_byte_image": (_zero_byte_image, ["unreadable image", "zero.png"], "a (record 0)"),
     "image_escapes_root": (lambda d: _json(d, [{"id": "a", "image": "../outside.png", "conversations": _conv()}]),
                            ["'../outside.png'", "outside the image root"], "a (record 0)"),
     "absolute_image_outside_root": (lambda d: _json(d, [{"id": "a", "image": str(d.parent / "outside.png"),

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from adapt.data.sample import Sample
-from adapt.errors import AdaptError, DataError
+from adapt.errors import AdaptError, CorruptFileError, DataError
 from adapt.io import write_json_atomic, write_with_atomic
 
 __all__ = ["ACTIVE", "PRUNED", "SCHEMA", "DataPool", "UnknownUidError", "fingerprint", "fingerprint_records"]
@@ -248,21 +248,21 @@ class DataPool:
             names = pf.schema_arrow.names
             missing = [c for c in COLUMNS if c not in names]
             if missing:
-                raise AdaptError(f"{self.samples_path}: not a pool file, missing columns {missing}")
+                raise CorruptFileError(self.samples_path, f"not a pool file, missing columns {missing}")
             meta = pf.read(columns=META_COLUMNS).cast(pa.schema([SCHEMA.field(c) for c in META_COLUMNS]))
             raw = (pf.metadata.metadata or {}).get(META_KEY)
         except AdaptError:
             raise
         except Exception as exc:  # pyarrow raises several types for broken files
-            raise AdaptError(f"{self.samples_path}: cannot read the pool: {exc}") from None
+            raise CorruptFileError(self.samples_path, f"cannot read the pool: {exc}") from None
         stored = json.loads(raw) if raw else None
         if stored is not None and stored.get("version") != FORMAT_VERSION:
             raise AdaptError(f"{self.samples_path}: pool format version {stored.get('version')} "
                              f"is not supported (this adapt reads version {FORMAT_VERSION})")
         bad = pc.invert(pc.is_in(meta["status"], value_set=pa.array(STATUSES))).to_numpy(zero_copy_only=False)
         if bad.any():
-            raise AdaptError(f"{self.samples_path}: bad status {meta['status'][int(np.argmax(bad))]} "
-                             f"(allowed: {', '.join(STATUSES)})")
+            raise CorruptFileError(self.samples_path, f"bad status {meta['status'][int(np.argmax(bad))]} "
+                                                      f"(allowed: {', '.join(STATUSES)})")
         return meta.combine_chunks(), stored
 
     def _read_manifest(self) -> dict[str, Any] | None:
@@ -313,7 +313,10 @@ class DataPool:
             if not self.samples_path.is_file():
                 self._records = pa.chunked_array([], type=pa.string())
             else:
-                self._records = pq.read_table(self.samples_path, columns=["record"])["record"]
+                try:
+                    self._records = pq.read_table(self.samples_path, columns=["record"])["record"]
+                except Exception as exc:  # a damaged data page
+                    raise CorruptFileError(self.samples_path, f"cannot read the records: {exc}") from None
             if len(self._records) != self._meta.num_rows:
                 raise AdaptError(f"{self.samples_path}: changed while being read; open the pool again")
         return self._records

@@ -6,12 +6,11 @@ absolute) and kept in RUN_DIR/stream.json; ``adapt add-dataset`` appends to it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from adapt.config import ExperimentConfig
-from adapt.errors import AdaptError, ConfigError
+from adapt.errors import AdaptError, ConfigError, CorruptFileError
 from adapt.io import read_json, write_json_atomic
 
 STREAM_FILE = "stream.json"
@@ -89,5 +88,5 @@ def load_stream(run_dir: Path) -> list[StreamEntry]:
         raise AdaptError(f"{path}: not found; is {run_dir} a run directory?")
     try:
         return [StreamEntry(**d) for d in read_json(path)["datasets"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise AdaptError(f"{path}: unreadable stream file ({exc})") from None
+    except (KeyError, TypeError) as exc:
+        raise CorruptFileError(path, f"not a stream file ({type(exc).__name__}: {exc})") from None

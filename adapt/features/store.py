@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adapt.errors import AdaptError, WriteError
-from adapt.io import read_json, write_json_atomic, write_with_atomic
+from adapt.errors import AdaptError, CorruptFileError, WriteError
+from adapt.io import read_json, read_parquet, write_json_atomic, write_with_atomic
 
 SCORE_COLUMNS = ("loss", "ppl", "el2n", "entropy", "grand", "answer_tokens")
 
@@ -44,9 +44,18 @@ class FeatureStore:
         if not meta_path.is_file():
             raise AdaptError(f"{self.root}: no feature store here (meta.json missing)")
         self.meta: dict[str, Any] = read_json(meta_path)
-        self.n = int(self.meta["n"])
-        self.dim = int(self.meta["dim"])
-        self.columns: list[str] = list(self.meta.get("scores", SCORE_COLUMNS))
+        try:
+            self.n = int(self.meta["n"])
+            self.dim = int(self.meta["dim"])
+            self.columns: list[str] = list(self.meta.get("scores", SCORE_COLUMNS))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(meta_path, f"no valid 'n', 'dim' and 'scores' ({exc})") from None
+        for name, dtype, shape in self._files(self.n, self.dim, len(self.columns)):  # a file cut short
+            want = int(np.prod(shape)) * np.dtype(dtype).itemsize                   # would fail at the
+            have = (self.root / name).stat().st_size if (self.root / name).is_file() else None  # memory map
+            if have != want:
+                raise CorruptFileError(self.root / name, "missing" if have is None else
+                                       f"{have} bytes where {self.n} x {shape[1:] or 1} {dtype} take {want}")
 
     # ---------------------------------------------------------------------------------- creation
     @classmethod
@@ -59,7 +68,7 @@ class FeatureStore:
         meta = {"n": len(uids), "dim": dim, "scores": list(columns), **settings}
         if (root / "meta.json").is_file():
             old = read_json(root / "meta.json")
-            same_uids = pd.read_parquet(root / "uids.parquet")["uid"].tolist() == list(uids)
+            same_uids = read_parquet(root / "uids.parquet")["uid"].tolist() == list(uids)
             if old == meta and same_uids:
                 return cls(root)
             raise AdaptError(f"{root}: holds features of other settings or samples; remove it to recompute")
@@ -116,7 +125,7 @@ class FeatureStore:
         return bool(self.done_mask().all())
 
     def uids(self) -> list[str]:
-        return pd.read_parquet(self.root / "uids.parquet")["uid"].tolist()
+        return read_parquet(self.root / "uids.parquet")["uid"].tolist()
 
     def features(self) -> np.ndarray:
         """The raw projected gradients, float16 ``[n, dim]`` (a read-only memory map)."""

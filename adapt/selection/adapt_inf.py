@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from adapt.errors import AdaptError, InputError
-from adapt.io import write_json_atomic, write_with_atomic
+from adapt.io import read_parquet, write_json_atomic, write_with_atomic
 from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import BUDGET_SPLITS
 from adapt.selection.clustering import cluster
@@ -128,7 +128,7 @@ class AdaptInf(Selector):
         if not (store_dir / "meta.json").is_file() or not sel_path.is_file():
             return None
         store = FeatureStore(store_dir)
-        sel = pd.read_parquet(sel_path, columns=["uid", "cluster"])
+        sel = read_parquet(sel_path, columns=["uid", "cluster"])
         uids = active["uid"].tolist()
         if store.uids() != uids or sel["uid"].tolist() != uids:
             return None  # the pool changed since the features: fall back to the loop's default

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapt.errors import AdaptError
-from adapt.io import write_text_atomic
+from adapt.io import read_parquet, write_text_atomic
 
 DASH = "—"
 METRICS_FILE = "metrics.json"
@@ -179,7 +179,7 @@ def round_selection_plot(run_dir: Path, t: int, label: str) -> Path | None:
     if not path.is_file():
         return None
     try:
-        table = pd.read_parquet(path, columns=["cluster", "task", "expert", "selected"])
+        table = read_parquet(path, columns=["cluster", "task", "expert", "selected"])
     except Exception as exc:  # noqa: BLE001 - a damaged file is reported, not a traceback
         raise AdaptError(f"{path}: cannot read the selection ({exc})") from None
     if not (table["cluster"] >= 0).any() or table["cluster"].nunique() > PLOTTED_CLUSTERS:
