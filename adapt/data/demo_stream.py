@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from adapt.io import write_text_atomic
+
 SIZE = 32
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220),
@@ -397,7 +399,7 @@ def _write_split(spec: DatasetSpec, out: Path, split: str, n: int, rng: np.rando
                        "rare": it.rare, "dup_group": group, **it.meta}
         records.append(rec)
         bar.update(1)
-    (out / f"{split}.json").write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out / f"{split}.json", json.dumps(records, ensure_ascii=False, indent=1) + "\n")
 
 
 def _clear_images(folder: Path, name: str) -> None:
@@ -450,5 +452,6 @@ def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default
                         "eval": f"{name}/eval.json", "description": spec.description})
     bar.close()
     manifest = out_dir / "stream.json"
-    manifest.write_text(json.dumps({"name": stream, "seed": seed, "scale": scale, "datasets": entries}, indent=1) + "\n")
+    write_text_atomic(manifest, json.dumps({"name": stream, "seed": seed, "scale": scale, "datasets": entries},
+                                           indent=1) + "\n")  # last: a folder without it is written again
     return manifest
