@@ -16,26 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adapt.tracking.report import load_run  # noqa: E402
-
-KEYS = (("avg_accuracy", "A"), ("maa", "MAA"), ("forgetting", "F"), ("bwt", "BWT"), ("fwt", "FWT"))
-
-
-def mean_std(values: list[float | None], scale: float = 100.0, digits: int = 1) -> str:
-    v = [scale * x for x in values if x is not None]
-    if not v:
-        return "—"
-    if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
-
-
-def diagonal(run: dict) -> list[float]:
-    """Score of task j after round j (a joint run: its one row)."""
-    R = run["accuracy_matrix"]
-    return list(R[0]) if len(R) == 1 else [R[j][j] for j in range(min(len(R), len(run["tasks"])))]
-
+from compare import KEYS, diagonal, mean_std  # noqa: E402  (experiments/compare.py: the full grid)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -142,3 +142,16 @@ def test_relative_score():
     assert math.isnan(nan) and relative_score([nan, 0.4], [0.5, 0.8]) == pytest.approx(50.0)
     with pytest.raises(ValueError):
         relative_score([0.5], [0.5, 0.5])
+
+
+def test_forgetting_per_task_by_hand():
+    from adapt.evaluation.continual_metrics import forgetting_per_task
+
+    R = [[0.5, 0.0, 0.1],
+         [0.9, 0.4, 0.2],
+         [0.3, 0.6, 0.8]]
+    # a: max(0.5, 0.9) - 0.3; b: 0.4 - 0.6 (it improved); c: introduced in the last round
+    out = forgetting_per_task(R)
+    assert out[0] == pytest.approx(0.6) and out[1] == pytest.approx(-0.2) and out[2] is None
+    assert continual_metrics(R)["forgetting"] == pytest.approx(0.2)
+    assert forgetting_per_task(R, introduced=[0, 0, 1]) == pytest.approx([0.6, -0.2, -0.6])

@@ -59,7 +59,7 @@ def test_rewrite_at_another_scale_leaves_no_stale_files(stream: Path, tmp_path: 
 def test_manifest(stream: Path) -> None:
     meta = json.loads((stream / "stream.json").read_text())
     assert (meta["name"], meta["seed"], meta["scale"]) == ("default", 0, SCALE)
-    assert [d["name"] for d in meta["datasets"]] == DEMO_DATASETS == STREAMS["default"]
+    assert [d["name"] for d in meta["datasets"]] == DEMO_DATASETS == list(STREAMS["default"].datasets)
     metrics = {d["name"]: d["metric"] for d in meta["datasets"]}
     assert metrics == {"vqa_general": "exact", "vqa_knowledge": "exact", "vqa_multilingual": "exact",
                        "grounding": "iou", "reasoning": "numeric", "multi_image": "exact"}
@@ -132,3 +132,20 @@ def test_answers_match_their_metric(stream: Path) -> None:
 def test_unknown_stream_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="known: default"):
         write_demo_stream(tmp_path, stream="nope")
+
+
+def test_the_alt_stream_has_another_order_sizes_and_draws(stream: Path, tmp_path: Path) -> None:
+    write_demo_stream(tmp_path / "alt", seed=0, stream="alt", scale=SCALE, progress=False)
+    meta = json.loads((tmp_path / "alt" / "stream.json").read_text())
+    assert meta["name"] == "alt"
+    assert [d["name"] for d in meta["datasets"]] == ["reasoning", "vqa_multilingual", "multi_image", "vqa_general",
+                                                     "grounding", "vqa_knowledge"]
+    sizes = {d["name"]: len(load(tmp_path / "alt", d["name"], "train")) for d in meta["datasets"]}
+    assert sizes == {"reasoning": 160, "vqa_multilingual": 60, "multi_image": 80, "vqa_general": 120,
+                     "grounding": 120, "vqa_knowledge": 80}
+    for name in DEMO_DATASETS:  # other draws, eval included: no image is one of the default stream's
+        alt = {h for f, h in tree(tmp_path / "alt" / name).items() if f.endswith(".png")}
+        default = {h for f, h in tree(stream / name).items() if f.endswith(".png")}
+        assert alt and default and not alt & default, name
+    write_demo_stream(tmp_path / "again", seed=0, stream="alt", scale=SCALE, progress=False)
+    assert tree(tmp_path / "again") == tree(tmp_path / "alt")

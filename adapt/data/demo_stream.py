@@ -351,7 +351,42 @@ def _specs() -> dict[str, DatasetSpec]:
 
 
 DEMO_DATASETS = list(_specs())
-STREAMS: dict[str, list[str]] = {"default": DEMO_DATASETS}
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A built-in stream: the datasets in their order, and how it differs from the datasets'
+    defaults (train sizes at scale 1.0, near-duplicate rates) and from the other streams' draws
+    (``salt`` joins the seed of every dataset's generator; 0 keeps the default stream's bytes)."""
+
+    datasets: tuple[str, ...]
+    train_sizes: dict[str, int] = field(default_factory=dict)
+    dup_rates: dict[str, float] = field(default_factory=dict)
+    salt: int = 0
+    description: str = ""
+
+    def spec(self, name: str, base: DatasetSpec) -> DatasetSpec:
+        """``base`` with this stream's size and duplicate rate."""
+        from dataclasses import replace
+
+        return replace(base, train_size=self.train_sizes.get(name, base.train_size),
+                       dup_rate=self.dup_rates.get(name, base.dup_rate))
+
+    def rng(self, seed: int, d_index: int, s_index: int) -> np.random.Generator:
+        return np.random.default_rng([seed, d_index, s_index] + ([self.salt] if self.salt else []))
+
+
+STREAMS: dict[str, StreamSpec] = {
+    "default": StreamSpec(tuple(DEMO_DATASETS), description="a big general VQA set first, as Adapt-∞'s sequence"),
+    "alt": StreamSpec(
+        ("reasoning", "vqa_multilingual", "multi_image", "vqa_general", "grounding", "vqa_knowledge"),
+        train_sizes={"reasoning": 1600, "vqa_multilingual": 600, "multi_image": 800, "vqa_general": 1200,
+                     "grounding": 1200, "vqa_knowledge": 800},
+        dup_rates={"reasoning": 0.25, "vqa_multilingual": 0.5, "vqa_general": 0.3, "grounding": 0.55},
+        salt=1,
+        description="another order (the big digit set first, general VQA fourth), other sizes and duplicate "
+                    "rates, other draws of every dataset; the same 6200 training samples in all"),
+}
 
 
 def _items(spec: DatasetSpec, n: int, rng: np.random.Generator, split: str,
@@ -425,11 +460,12 @@ def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default
     from sklearn.datasets import load_digits
 
     out_dir = Path(out_dir)
-    specs = _specs()
+    plan = STREAMS[stream]
+    specs = {name: plan.spec(name, base) for name, base in _specs().items()}
     digits = load_digits()
     digit_pools = {"train": digit_indices("train", seed), "eval": digit_indices("eval", seed)}
     entries = []
-    names = STREAMS[stream]
+    names = plan.datasets
     total = sum(_split_size(specs[n], s, scale) for n in names for s in ("train", "eval"))
     bar = tqdm(total=total, desc="demo data", unit="sample", disable=not progress)
     for name in names:
@@ -441,7 +477,7 @@ def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default
         _clear_images(folder, name)
         for s_index, split in enumerate(("train", "eval")):
             n = _split_size(spec, split, scale)
-            rng = np.random.default_rng([seed, d_index, s_index])
+            rng = plan.rng(seed, d_index, s_index)
             if name == "reasoning":
                 proto = reasoning_proto_factory(digits, digit_pools[split])
                 item = proto.item  # type: ignore[attr-defined]

@@ -86,11 +86,7 @@ def continual_metrics(
     # BWT and F over tasks introduced before the last round.
     old = [j for j in range(N) if intro[j] < T - 1]
     bwt = _mean([last[j] - rows[intro[j]][j] for j in old])
-    drops = []
-    for j in old:
-        best = [rows[t][j] for t in range(intro[j], T - 1) if not math.isnan(rows[t][j])]
-        drops.append(max(best) - last[j] if best else math.nan)
-    forgetting = _mean(drops)
+    forgetting = _mean([f for f in forgetting_per_task(rows, intro) if f is not None])
 
     fwt = None
     if R0 is not None:
@@ -100,6 +96,22 @@ def continual_metrics(
         fwt = _mean([rows[intro[j] - 1][j] - r0[j] for j in range(N) if 0 < intro[j] <= T])
 
     return {"avg_accuracy": avg, "maa": maa, "bwt": bwt, "forgetting": forgetting, "fwt": fwt}
+
+
+def forgetting_per_task(R: Sequence[Sequence[float]], introduced: Sequence[int] | None = None) -> list[float | None]:
+    """Per task ``max_{t in [intro_j, T-2]} R[t][j] - R[T-1][j]`` (DESIGN.md's F before the mean);
+    None for a task introduced in the last round or later (NaN when it has no score before)."""
+    rows = _check(R)
+    T, N = len(rows), len(rows[0])
+    intro = list(range(N)) if introduced is None else [int(i) for i in introduced]
+    out: list[float | None] = []
+    for j in range(N):
+        if intro[j] >= T - 1:
+            out.append(None)
+            continue
+        best = [rows[t][j] for t in range(intro[j], T - 1) if not math.isnan(rows[t][j])]
+        out.append(max(best) - rows[T - 1][j] if best else math.nan)
+    return out
 
 
 def relative_score(final_row: Sequence[float], reference_row: Sequence[float]) -> float | None:

@@ -22,9 +22,10 @@ from adapt.io import write_with_atomic
 _DPI = 120
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def _save(fig: Figure, path: str | os.PathLike[str], tight: bool = True) -> Path:
     path = Path(path)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     write_with_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
     return path
 
@@ -46,16 +47,10 @@ def round_labels(n_rows: int, tasks: Sequence[str], introduced: Sequence[int] | 
     return labels
 
 
-def plot_accuracy_matrix(
-    R: Sequence[Sequence[float]],
-    tasks: Sequence[str],
-    path: str | os.PathLike[str],
-    title: str | None = None,
-    R0: Sequence[float] | None = None,
-    row_labels: Sequence[str] | None = None,
-) -> Path:
-    """Heatmap of ``R[t][j]``: rows "after <task of round t>" (plus "before training" for
-    ``R0``), columns the tasks, each cell annotated with its percentage; NaN cells blank."""
+def _draw_matrix(ax: Any, R: Sequence[Sequence[float]], tasks: Sequence[str], R0: Sequence[float] | None,
+                 row_labels: Sequence[str] | None, title: str, fontsize: int = 8) -> Any:
+    """One accuracy-matrix heatmap on ``ax`` (see :func:`plot_accuracy_matrix`); returns the image."""
+    import matplotlib
     import numpy as np
 
     rows = [[_nan(v) for v in r] for r in R]
@@ -67,28 +62,102 @@ def plot_accuracy_matrix(
     data = np.full((max(len(rows), 1), max(n_cols, 1)), np.nan)
     for i, r in enumerate(rows):
         data[i, : len(r)] = r[:n_cols]
-    masked = np.ma.masked_invalid(data * 100.0)
-
-    fig = Figure(figsize=(max(4.5, 1.1 * n_cols + 2.8), max(2.6, 0.55 * len(rows) + 1.6)))
-    ax = fig.add_subplot()
-    import matplotlib
-
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
-    im = ax.imshow(masked, cmap=cmap, vmin=0.0, vmax=100.0, aspect="auto")
+    im = ax.imshow(np.ma.masked_invalid(data * 100.0), cmap=cmap, vmin=0.0, vmax=100.0, aspect="auto")
     ax.set_xticks(range(n_cols), [str(t) for t in tasks], rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("task evaluated")
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             v = data[i, j]
             if not math.isnan(v):
-                ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=fontsize,
                         color="black" if v > 0.6 else "white")
     if R0 is not None and len(rows) > 1:
         ax.axhline(0.5, color="black", linewidth=1.0)
-    cb = fig.colorbar(im, ax=ax)
-    cb.set_label("score (%)")
-    ax.set_title(title or "accuracy matrix")
+    ax.set_title(title)
+    return im
+
+
+def plot_accuracy_matrix(
+    R: Sequence[Sequence[float]],
+    tasks: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    R0: Sequence[float] | None = None,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Heatmap of ``R[t][j]``: rows "after <task of round t>" (plus "before training" for
+    ``R0``), columns the tasks, each cell annotated with its percentage; NaN cells blank."""
+    n_rows = len(R) + (R0 is not None)
+    fig = Figure(figsize=(max(4.5, 1.1 * len(tasks) + 2.8), max(2.6, 0.55 * n_rows + 1.6)))
+    ax = fig.add_subplot()
+    im = _draw_matrix(ax, R, tasks, R0, row_labels, title or "accuracy matrix")
+    ax.set_xlabel("task evaluated")
+    fig.colorbar(im, ax=ax).set_label("score (%)")
+    return _save(fig, path)
+
+
+def plot_accuracy_matrices(panels: Mapping[str, tuple[Sequence[Sequence[float]], Sequence[str]]],
+                           path: str | os.PathLike[str], ncols: int = 4) -> Path:
+    """Accuracy matrices side by side, one panel per run (title: the mapping's key), one colour scale."""
+    n = max(len(panels), 1)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    first = next(iter(panels.values()), ([[]], []))
+    tasks = first[1]
+    fig = Figure(figsize=(ncols * (0.42 * len(tasks) + 1.6) + 1.2, nrows * (0.3 * len(first[0]) + 1.8)),
+                 layout="constrained")
+    im = None
+    for k, (name, (R, panel_tasks)) in enumerate(panels.items()):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        labels = [f"{t + 1}" for t in range(len(R))] if len(R) > 1 else ["joint"]
+        im = _draw_matrix(ax, R, panel_tasks, None, labels, name, fontsize=6)
+        ax.tick_params(labelsize=7)
+        if k % ncols:
+            ax.set_ylabel("")
+        else:
+            ax.set_ylabel("after round")
+    if im is not None:
+        fig.colorbar(im, ax=fig.axes, shrink=0.8, aspect=30).set_label("score (%)")
+    return _save(fig, path, tight=False)
+
+
+def plot_forgetting_per_task(values: Mapping[str, Sequence[float | None]], tasks: Sequence[str],
+                             path: str | os.PathLike[str], title: str = "forgetting per task") -> Path:
+    """Grouped bars: per task, each run's forgetting (percentage points; a missing value: no bar)."""
+    import numpy as np
+
+    names = list(values)
+    n = max(len(names), 1)
+    width = 0.85 / n
+    fig = Figure(figsize=(max(6.0, 1.3 * len(tasks) + 0.12 * n * len(tasks)), 4.0))
+    ax = fig.add_subplot()
+    xs = np.arange(len(tasks))
+    for i, name in enumerate(names):
+        ax.bar(xs - 0.425 + width * (i + 0.5), [100 * _nan(v) for v in values[name]], width, label=name)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(xs, [str(t) for t in tasks], rotation=20, ha="right")
+    ax.set_ylabel("forgetting (points)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if names:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_samples(points: Mapping[str, tuple[float, float, float]], path: str | os.PathLike[str],
+                             title: str = "final accuracy vs samples trained") -> Path:
+    """One point per run: (samples trained, A, std of A over seeds) with an error bar and a label."""
+    fig = Figure(figsize=(7.0, 4.6))
+    ax = fig.add_subplot()
+    for name, (x, y, err) in points.items():
+        ax.errorbar([x], [100 * y], yerr=[100 * _nan(err)] if not math.isnan(_nan(err)) else None, fmt="o",
+                    capsize=3)
+        ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    ax.set_xlabel("samples trained (all rounds)")
+    ax.set_ylabel("A, final average accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 

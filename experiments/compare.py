@@ -1,0 +1,300 @@
+"""The results table: strategies × seeds on a built-in stream, one command.
+
+    python experiments/compare.py --stream default            # every row, seeds 0 1 2
+    python experiments/compare.py --stream alt
+    python experiments/compare.py --stream default --rows random adapt_inf --seeds 0 --scale 0.05 \\
+        --runs runs/try --out /tmp/try                        # a quick look at two rows
+
+Each (row, seed) is ``adapt run CONFIG <the row's overrides> seed=S stream.builtin=STREAM`` into
+``RUNS/<stream>/<row>-s<S>``, run as its own process, ``--jobs`` at a time (each with
+``cores / jobs`` threads). It is resumable: a finished run is read, not rerun; an interrupted one
+continues with ``adapt run --resume``; a run's output goes to ``RUNS/<stream>/<row>-s<S>.log``.
+The stream's data are written once into ``RUNS/<stream>/data`` and shared.
+
+Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
+F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
+round and after the last; the rare skills), ``<stream>.csv`` (one line per run) and
+``<stream>/`` with the plots: the accuracy matrices side by side (seed of the first run), the
+forgetting per task, A against the samples trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapt.evaluation.continual_metrics import forgetting_per_task, relative_score  # noqa: E402
+from adapt.tracking.report import load_run  # noqa: E402
+
+PRUNE = "pool.max_size=0.5"  # Adapt-∞ keeps at most half of every sample seen (permanent pruning)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    overrides: tuple[str, ...]
+
+
+def _expert_alone(expert: str) -> Row:
+    return Row(f"`{expert}` alone, CCS", ("selection.method=adapt_inf", f"selection.experts=[{expert}]",
+                                           f"selection.expert_choice=fixed:{expert}"))
+
+
+ROWS: dict[str, Row] = {
+    "full": Row("`full` (sequential, every new sample)", ("selection.method=full",)),
+    "random": Row("`random`", ("selection.method=random",)),
+    **{e: _expert_alone(e) for e in ("ppl", "el2n", "entropy", "grand", "image_grounding")},
+    "tive": Row("`tive`", ("selection.method=tive", "features.enabled=false")),
+    "mllm_selector": Row("`mllm_selector`", ("selection.method=mllm_selector",)),
+    "datatailor": Row("`datatailor`", ("selection.method=datatailor", "features.enabled=false")),
+    "gdo": Row("`gdo` (minloss)", ("selection.method=gdo",)),
+    "adapt_inf": Row("`adapt_inf` (pruning to half the data seen)", ("selection.method=adapt_inf", PRUNE)),
+    "adapt_inf_lite": Row("`adapt_inf` LITE (a quarter of the budget)",
+                          ("selection.method=adapt_inf", "selection.budget=0.0625", PRUNE)),
+    "adapt_inf_no_prune": Row("`adapt_inf` without pruning", ("selection.method=adapt_inf",)),
+    "multitask": Row("`multitask` (reference: one training on the union)", ("selection.method=multitask",)),
+}
+KEYS = (("avg_accuracy", "A"), ("maa", "MAA"), ("forgetting", "F"), ("bwt", "BWT"), ("fwt", "FWT"))
+
+
+# ------------------------------------------------------------------------------------ running
+def run_dir(runs: Path, stream: str, row: str, seed: int) -> Path:
+    return runs / stream / f"{row}-s{seed}"
+
+
+def finished(run: Path) -> bool:
+    try:
+        state = json.loads((run / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return state.get("status") == "finished" and (run / "metrics.json").is_file()
+
+
+def command(args: argparse.Namespace, row: str, seed: int, run: Path) -> list[str]:
+    if (run / "state.json").is_file():
+        return [sys.executable, "-m", "adapt", "run", "--resume", str(run), "--quiet"]
+    return [sys.executable, "-m", "adapt", "run", str(args.config), *ROWS[row].overrides, f"seed={seed}",
+            f"stream.builtin={args.stream}", f"stream.scale={args.scale}", f"stream.data_dir={data_dir(args)}",
+            *args.sets, "--run-dir", str(run), "--quiet"]
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    return (args.runs / args.stream / "data").resolve()
+
+
+def launch(args: argparse.Namespace, row: str, seed: int, threads: int) -> tuple[str, int, int, float]:
+    run = run_dir(args.runs, args.stream, row, seed)
+    run.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), WANDB_SILENT="true",
+               WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    start = time.perf_counter()
+    with open(run.with_suffix(".log"), "a") as log:
+        rc = subprocess.run(command(args, row, seed, run), stdout=log, stderr=subprocess.STDOUT, env=env,
+                            cwd=ROOT).returncode
+    return row, seed, rc, time.perf_counter() - start
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from adapt.data.demo_stream import write_demo_stream
+
+    todo = [(r, s) for r in args.rows for s in args.seeds if not finished(run_dir(args.runs, args.stream, r, s))]
+    if not todo:
+        return
+    manifest = data_dir(args) / "stream.json"
+    if not manifest.is_file():
+        write_demo_stream(data_dir(args), seed=args.stream_seed, stream=args.stream, scale=args.scale)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    print(f"{len(todo)} run(s) to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
+    failed = []
+    with ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(todo), unit="run") as bar:
+        futures = [pool.submit(launch, args, r, s, threads) for r, s in todo]
+        for f in as_completed(futures):
+            row, seed, rc, seconds = f.result()
+            bar.update(1)
+            bar.write(f"{row} seed {seed}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {seconds / 60:.1f} min")
+            if rc != 0:
+                failed.append(f"{row}-s{seed} (see {run_dir(args.runs, args.stream, row, seed).with_suffix('.log')})")
+    if failed:
+        sys.exit("failed: " + ", ".join(failed))
+
+
+# ------------------------------------------------------------------------------------ tables
+def mean_std(values: list[float | None], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` (sample std) of the values that are there, times ``scale``; "—" if none."""
+    v = [scale * x for x in values if x is not None and not np.isnan(x)]
+    if not v:
+        return "—"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
+
+
+def diagonal(run: dict) -> list[float]:
+    """Score of task j after round j (a joint run: its one row)."""
+    R = run["accuracy_matrix"]
+    return list(R[0]) if len(R) == 1 else [R[j][j] for j in range(min(len(R), len(run["tasks"])))]
+
+
+def _md(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "| --- | " + " | ".join("---:" for _ in header[1:]) + " |",
+            *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, int]:
+    """(share of rare-skill samples among the selected, among the pool, over all rounds; score on
+    the rare-skill eval items after the last round; how many such items): from the built-in
+    stream's ``meta.rare`` flags."""
+    import pandas as pd
+
+    rd = Path(run["run_dir"])
+    pool = pd.read_parquet(rd / "pool" / "samples.parquet", columns=["uid", "record"])
+    rare = {u: bool(json.loads(r).get("extra", {}).get("meta", {}).get("rare", False))
+            for u, r in zip(pool["uid"], pool["record"])}
+    sel_n = sel_rare = pool_n = pool_rare = 0
+    for path in sorted((rd / "rounds").glob("*/selection.parquet")):
+        sel = pd.read_parquet(path, columns=["uid", "selected"])
+        flags = sel["uid"].map(rare).fillna(False).astype(bool)
+        pool_n, pool_rare = pool_n + len(sel), pool_rare + int(flags.sum())
+        sel_n, sel_rare = sel_n + int(sel["selected"].sum()), sel_rare + int(flags[sel["selected"]].sum())
+    eval_rare: set[str] = set()
+    for d in json.loads((rd / "stream.json").read_text())["datasets"]:
+        if d.get("eval"):
+            eval_rare |= {f"{d['name']}/{r['id']}" for r in json.loads(Path(d["eval"]).read_text())
+                          if r.get("meta", {}).get("rare")}
+    last = sorted((p for p in (rd / "rounds").glob("*/predictions.jsonl") if p.parent.name.isdigit()),
+                  key=lambda p: int(p.parent.name))
+    score = None
+    if last and eval_rare:
+        preds = pd.read_json(last[-1], lines=True)
+        hit = preds[preds["uid"].isin(eval_rare)]
+        score = float(hit["score"].mean()) if len(hit) else None
+    return (sel_rare / sel_n if sel_n else None, pool_rare / pool_n if pool_n else None, score, len(eval_rare))
+
+
+def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for r in args.rows:
+        done = [load_run(run_dir(args.runs, args.stream, r, s)) for s in args.seeds
+                if finished(run_dir(args.runs, args.stream, r, s))]
+        if done:
+            runs[r] = done
+    return runs
+
+
+def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path:
+    from adapt.io import write_text_atomic
+    from adapt.tracking.plots import plot_accuracy_matrices, plot_accuracy_vs_samples, plot_forgetting_per_task
+
+    out = args.out
+    plots = out / args.stream
+    plots.mkdir(parents=True, exist_ok=True)
+    reference = {r["config"].get("seed"): r["accuracy_matrix"][-1] for r in runs.get("multitask", [])}
+    tasks = next(iter(runs.values()))[0]["tasks"]
+
+    def rel(r: dict) -> float | None:
+        ref = reference.get(r["config"].get("seed"))
+        v = relative_score(r["accuracy_matrix"][-1], ref) if ref is not None else None
+        return None if v is None else v / 100.0
+
+    csv_rows, md_rows = [], []
+    for name, rs in runs.items():
+        for r in rs:
+            csv_rows.append({"row": name, "seed": r["config"].get("seed"), **{label: r.get(k) for k, label in KEYS},
+                             "A_rel_multitask": rel(r), "samples_trained": int(sum(r["samples_trained"])),
+                             "wall_seconds": r.get("wall_seconds"), "run_dir": r["run_dir"]})
+        md_rows.append([ROWS[name].label, str(len(rs)), *(mean_std([r.get(k) for r in rs]) for k, _ in KEYS),
+                        mean_std([rel(r) for r in rs]),
+                        mean_std([float(sum(r["samples_trained"])) for r in rs], scale=1.0, digits=0),
+                        mean_std([(r.get("wall_seconds") or np.nan) / 60 for r in rs], scale=1.0)])
+    csv_path = out / f"{args.stream}.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
+        w.writeheader()
+        w.writerows(csv_rows)
+
+    lines = [f"# Results on the `{args.stream}` stream", "",
+             f"`python experiments/compare.py --stream {args.stream}` (config `{args.config}`, stream scale "
+             f"{args.scale}, seeds {', '.join(map(str, args.seeds))}); scores in %, mean ± std over the seeds; "
+             "A rel. multitask: 100 · mean_j R[T-1][j] / R_multitask[j] (same seed); wall time in minutes.", ""]
+    lines += _md(["run", "seeds", *(label for _, label in KEYS), "A rel. multitask", "samples trained",
+                  "wall (min)"], md_rows)
+    lines += ["Score on each task right after its own round (`multitask`: its one row):", ""]
+    lines += _md(["run", *tasks], [[ROWS[n].label, *(mean_std([diagonal(r)[j] for r in rs]) for j in range(len(tasks)))]
+                                   for n, rs in runs.items()])
+    lines += ["Score on each task after the last round:", ""]
+    lines += _md(["run", *tasks], [[ROWS[n].label, *(mean_std([r["accuracy_matrix"][-1][j] for r in rs])
+                                                     for j in range(len(tasks)))] for n, rs in runs.items()])
+    forgetting = {n: [float(np.nanmean([np.nan if f is None else f for f in x]))
+                      if any(f is not None for f in x) else None
+                      for x in zip(*[forgetting_per_task(r["accuracy_matrix"]) for r in rs])]
+                  for n, rs in runs.items() if len(rs[0]["accuracy_matrix"]) > 1}
+    lines += ["Forgetting per task (max over earlier rounds minus the last round; mean over the seeds):", ""]
+    lines += _md(["run", *tasks], [[ROWS[n].label, *("—" if v is None else f"{100 * v:.1f}" for v in f)]
+                                   for n, f in forgetting.items()])
+    rare = {n: [rare_skills(r) for r in rs] for n, rs in runs.items()}
+    n_items = next(iter(rare.values()))[0][3]
+    lines += [f"Rare skills (the stream's `meta.rare` samples): their share of what was selected and of the "
+              f"pool, over all rounds, and the score on the {n_items} rare-skill eval items after the last round:", ""]
+    lines += _md(["run", "% of selected", "% of pool", "rare-skill score"],
+                 [[ROWS[n].label, mean_std([x[0] for x in v]), mean_std([x[1] for x in v]),
+                   mean_std([x[2] for x in v])] for n, v in rare.items()])
+
+    first = {n: rs[0] for n, rs in runs.items()}
+    plot_accuracy_matrices({n: (r["accuracy_matrix"], r["tasks"]) for n, r in first.items()},
+                           plots / "accuracy_matrices.png")
+    plot_forgetting_per_task(forgetting, tasks, plots / "forgetting_per_task.png")
+    plot_accuracy_vs_samples({n: (float(np.mean([sum(r["samples_trained"]) for r in rs])),
+                                  float(np.mean([r["avg_accuracy"] for r in rs])),
+                                  float(np.std([r["avg_accuracy"] for r in rs], ddof=1)) if len(rs) > 1 else np.nan)
+                              for n, rs in runs.items()}, plots / "accuracy_vs_samples.png")
+    lines += [f"![accuracy matrices, seed {next(iter(first.values()))['config'].get('seed')}]"
+              f"({args.stream}/accuracy_matrices.png)", "",
+              f"![forgetting per task]({args.stream}/forgetting_per_task.png)", "",
+              f"![A against samples trained]({args.stream}/accuracy_vs_samples.png)", ""]
+    md_path = out / f"{args.stream}.md"
+    write_text_atomic(md_path, "\n".join(lines))
+    return md_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stream", default="default", help="a built-in stream (adapt.data.demo_stream.STREAMS)")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
+                    help=f"rows to run (default: all): {', '.join(ROWS)}")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    ap.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
+    ap.add_argument("--scale", type=float, default=1.0, help="stream.scale (train split sizes)")
+    ap.add_argument("--stream-seed", type=int, default=0, help="stream.seed (the data generator's)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra key=value for every run")
+    ap.add_argument("--runs", type=Path, default=Path("runs/compare"), help="where the runs go")
+    ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="where the tables go")
+    ap.add_argument("--tables-only", action="store_true", help="only (re)write the tables from finished runs")
+    args = ap.parse_args()
+    args.sets = [*args.sets, f"stream.seed={args.stream_seed}"]
+    args.config, args.runs, args.out = args.config.resolve(), args.runs.resolve(), args.out.resolve()
+    if not args.tables_only:
+        run_grid(args)
+    runs = collect(args)
+    if not runs:
+        sys.exit("no finished run to tabulate")
+    print(f"wrote {write_results(args, runs)}")
+
+
+if __name__ == "__main__":
+    main()
