@@ -164,6 +164,9 @@ class TrainingConfig(_Section):
     max_grad_norm: float = 1.0
     num_workers: int = 0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass "
+                                         "(transformers' gradient checkpointing, training only): far less "
+                                         "memory for long sequences and large models, about a third more time")
 
 
 class EvaluationConfig(_Section):

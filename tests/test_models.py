@@ -118,3 +118,27 @@ def test_code_inside_a_checkpoint_does_not_run_unless_asked(tiny_models, tmp_pat
     except AdaptError:
         pass  # whether transformers can build a model from it does not matter here
     assert marker.exists()  # asked for: the checkpoint's code ran
+
+
+def test_gradient_checkpointing_trains_the_same_and_is_off_afterwards(tiny_models, toy_samples):
+    """training.gradient_checkpointing: each decoder layer's attention runs twice per step (the
+    recomputation in the backward), the losses are the ones without it, and it is off afterwards."""
+    results = []
+    for ckpt in (False, True):
+        b = load_model(tiny_models["tiny-llava"])
+        torch.manual_seed(0)
+        b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
+        attention = b.model.get_base_model().model.language_model.layers[0].self_attn  # hooks on the layer
+        calls = []                                              # itself stay outside the checkpoint
+        handle = attention.register_forward_pre_hook(lambda *a: calls.append(1))
+        cfg = TrainingConfig(batch_size=3, epochs=2, lr=1e-3, gradient_checkpointing=ckpt)
+        s = train_round(b.model, b.family, toy_samples, cfg, get_accelerator(cfg), seed=3, max_length=512,
+                        progress=False)
+        handle.remove()
+        results.append((s.first_loss, s.last_loss, len(calls)))
+        base = b.model.get_base_model()
+        assert not getattr(base, "is_activation_checkpointing", None) and not any(
+            getattr(m, "gradient_checkpointing", False) for m in base.modules())
+    (f0, l0, n0), (f1, l1, n1) = results
+    assert (n0, n1) == (2, 4)  # 2 steps; with checkpointing each layer's forward runs again in the backward
+    assert f1 == pytest.approx(f0, rel=1e-6) and l1 == pytest.approx(l0, rel=1e-5)

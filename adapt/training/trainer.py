@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from adapt.errors import AdaptError
 from adapt.config import TrainingConfig
 from adapt.data.sample import Sample
 from adapt.models.collate import Collator
@@ -106,6 +107,8 @@ def train_round(
     total_batches = max(1, math.ceil(batches_per_epoch * epochs))
     opt_steps = max(1, math.ceil(total_batches / cfg.grad_accum))
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.gradient_checkpointing:
+        _gradient_checkpointing(model, True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
         "cosine", optimizer, num_warmup_steps=int(cfg.warmup_ratio * opt_steps), num_training_steps=opt_steps
@@ -143,6 +146,8 @@ def train_round(
                 break
     bar.close()
     model.eval()
+    if cfg.gradient_checkpointing:
+        _gradient_checkpointing(accelerator.unwrap_model(model) if accelerator is not None else model, False)
     if accelerator is not None:
         accelerator.free_memory()
     tail = losses[-max(1, len(losses) // 10):]
@@ -151,6 +156,22 @@ def train_round(
         last_loss=sum(tail) / len(tail), mean_loss=sum(losses) / len(losses),
         seconds=time.perf_counter() - start,
     )
+
+
+def _gradient_checkpointing(model: Any, on: bool) -> None:
+    """transformers' gradient checkpointing on the (peft-wrapped) model, non-reentrant (the LoRA
+    weights get their gradients without inputs that require grad); off again after training, so
+    the feature and evaluation passes run as usual."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise AdaptError(f"training.gradient_checkpointing: {type(base).__name__} does not support it")
+    new_api = hasattr(base, "activation_checkpointing_enable")  # transformers 5 renamed it
+    if on and new_api:
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif on:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        (base.activation_checkpointing_disable if new_api else base.gradient_checkpointing_disable)()
 
 
 def _plain_step(model: Any, batch: dict[str, Any], params: list[torch.nn.Parameter], optimizer: Any,
