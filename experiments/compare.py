@@ -118,7 +118,7 @@ def run_grid(args: argparse.Namespace) -> None:
     manifest = data_dir(args) / "stream.json"
     if not manifest.is_file():
         write_demo_stream(data_dir(args), seed=args.stream_seed, stream=args.stream, scale=args.scale)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"{len(todo)} run(s) to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
     failed = []
     with ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(todo), unit="run") as bar:
@@ -278,6 +278,7 @@ def main() -> None:
                     help=f"rows to run (default: all): {', '.join(ROWS)}")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     ap.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     ap.add_argument("--scale", type=float, default=1.0, help="stream.scale (train split sizes)")
     ap.add_argument("--stream-seed", type=int, default=0, help="stream.seed (the data generator's)")
