@@ -210,8 +210,8 @@ def _iter_hf_folder(path: Path) -> Iterator[Record]:
             raise DataError(path, f"a DatasetDict with splits {', '.join(sorted(ds))} and no 'train' split: "
                                   "point to one split's folder")
     _columns_present(path, list(ds.column_names))
-    rows = (row for batch in ds.with_format(None).iter(batch_size=1024)  # raw rows: no image decoding
-            for row in (dict(zip(batch, vals)) for vals in zip(*batch.values())))
+    rows = (row for batch in ds.with_format("arrow").iter(batch_size=1024)  # Arrow batches: no image decoding
+            for row in batch.to_pylist())
     yield from _columnar(rows)
 
 
