@@ -110,11 +110,19 @@ def same_outcome(a: Path, b: Path) -> list[str]:
         sa, sb = a / "rounds" / t / "selection.parquet", b / "rounds" / t / "selection.parquet"
         if not sb.is_file() or not pd.read_parquet(sa).equals(pd.read_parquet(sb)):
             diffs.append(f"rounds/{t}/selection.parquet")
-    if not pd.read_parquet(a / "pool" / "samples.parquet").equals(pd.read_parquet(b / "pool" / "samples.parquet")):
+    if not _pool(a).equals(_pool(b)):
         diffs.append("pool")
     if _events(a) != _events(b):
         diffs.append("metrics.jsonl")
     return diffs
+
+
+def _pool(run_dir: Path) -> pd.DataFrame:
+    """The pool, its records' image paths made relative to the run directory (the demo config writes
+    its data into RUN_DIR/data, so each run's samples name its own copy of the same images)."""
+    pool = pd.read_parquet(run_dir / "pool" / "samples.parquet")
+    pool["record"] = pool["record"].str.replace(str(run_dir.resolve()), "RUN_DIR", regex=False)
+    return pool
 
 
 def _events(run_dir: Path) -> list[dict]:

@@ -54,3 +54,25 @@ pool: {{max_size: 0.8}}
     assert same_outcome(ref, changed) == ["rounds/2/selection.parquet", "pool", "metrics.jsonl"]
     # each event once: the events of a phase a kill interrupted were cut before it ran again
     assert [json.loads(x)["event"] for x in (run / "metrics.jsonl").read_text().splitlines()].count("config") == 1
+
+
+def test_the_comparison_ignores_only_where_each_run_keeps_its_data(tmp_path):
+    """The demo config writes the stream into RUN_DIR/data: two runs' pools differ by that prefix
+    in the image paths and nothing else, which is the same outcome; any other change is not."""
+    import json
+
+    runs = []
+    for name in ("ref", "trial"):
+        d = tmp_path / name
+        (d / "rounds" / "0").mkdir(parents=True)
+        (d / "pool").mkdir()
+        (d / "metrics.json").write_text(json.dumps({"avg_accuracy": 0.5, "wall_seconds": len(name)}))
+        (d / "metrics.jsonl").write_text(json.dumps({"event": "metrics", "step": 0, "time": len(name)}) + "\n")
+        pd.DataFrame({"uid": ["a/1"], "selected": [True]}).to_parquet(d / "rounds" / "0" / "selection.parquet")
+        record = json.dumps({"uid": "a/1", "images": [str(d.resolve() / "data" / "a" / "1.png")]})
+        pd.DataFrame({"uid": ["a/1"], "record": [record]}).to_parquet(d / "pool" / "samples.parquet")
+        runs.append(d)
+    assert same_outcome(*runs) == []
+    other = pd.DataFrame({"uid": ["a/1"], "record": [json.dumps({"uid": "a/1", "images": ["/elsewhere/1.png"]})]})
+    other.to_parquet(runs[1] / "pool" / "samples.parquet")
+    assert same_outcome(*runs) == ["pool"]
