@@ -107,7 +107,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise CorruptFileError(path, f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise CorruptFileError(path, f"not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:
         raise CorruptFileError(path, f"not UTF-8 text (bad byte at offset {exc.start})") from None
 
