@@ -80,12 +80,17 @@ class UnknownUidError(AdaptError, KeyError):
     __str__ = AdaptError.__str__  # not KeyError's repr() of the message
 
 
-def fingerprint_records(records: Iterable[str]) -> str:
-    """sha256 over serialised records (``Sample.to_json()``), in order, each followed by ``\\n``."""
-    h = hashlib.sha256()
+def _hash_records(h: "hashlib._Hash", records: Iterable[str]) -> None:
+    """Feed serialised records into the fingerprint hash, each followed by ``\\n``."""
     for r in records:
         h.update(r.encode("utf-8"))
         h.update(b"\n")
+
+
+def fingerprint_records(records: Iterable[str]) -> str:
+    """sha256 over serialised records (``Sample.to_json()``), in order, each followed by ``\\n``."""
+    h = hashlib.sha256()
+    _hash_records(h, records)
     return h.hexdigest()
 
 
@@ -109,13 +114,16 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
 
 def _fingerprint_of(samples: Iterable[Sample], dataset: str, where: str) -> tuple[str, int]:
     """(fingerprint, count) of a stream of samples, checking that they belong to ``dataset``."""
-    h, n = hashlib.sha256(), 0
-    for s in samples:
-        _check_dataset(s, dataset, where)
-        h.update(s.to_json().encode("utf-8"))
-        h.update(b"\n")
-        n += 1
-    return h.hexdigest(), n
+    n = 0
+
+    def records() -> Iterator[str]:
+        nonlocal n
+        for s in samples:
+            _check_dataset(s, dataset, where)
+            n += 1
+            yield s.to_json()
+
+    return fingerprint_records(records()), n
 
 
 def _check_dataset(s: Sample, dataset: str, where: str) -> None:
@@ -150,9 +158,7 @@ class _NewRows:
         if self.n == 0:
             self.task = chunk[0].task or self.dataset
         records = [s.to_json() for s in chunk]
-        for r in records:
-            self.hash.update(r.encode("utf-8"))
-            self.hash.update(b"\n")
+        _hash_records(self.hash, records)
         n = len(chunk)
         self.n += n
         uids = pa.array([s.uid for s in chunk], type=pa.string())
