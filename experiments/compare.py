@@ -13,7 +13,7 @@ The stream's data are written once into ``RUNS/<stream>/data`` and shared.
 
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
-round and after the last; the rare skills), ``<stream>.csv`` (one line per run) and
+round and after the last; the rare skills; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv`` (one line per run) and
 ``<stream>/`` with the plots: the accuracy matrices side by side (seed of the first run), the
 forgetting per task, A against the samples trained.
 """
@@ -186,6 +186,47 @@ def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, in
     return (sel_rare / sel_n if sel_n else None, pool_rare / pool_n if pool_n else None, score, len(eval_rare))
 
 
+# Adapt-∞'s claims (arXiv 2410.10636, Sec. 5), each as (question, metric, claimed row, other row, sign): the
+# claim holds when sign · (claimed − other) > 0. Metric: a metrics.json key or "rare" (rare-skill score).
+CLAIMS = (
+    ("A at least `full`'s", "avg_accuracy", "adapt_inf", "full", +1),
+    ("A at least `multitask`'s", "avg_accuracy", "adapt_inf", "multitask", +1),
+    ("less forgetting than `full`", "forgetting", "adapt_inf", "full", -1),
+    ("less forgetting than `random`", "forgetting", "adapt_inf", "random", -1),
+    ("rare skills fare better than under `random`", "rare", "adapt_inf", "random", +1),
+)
+
+
+def verdict(diffs: list[float], sign: int) -> str:
+    """The claim, given the per-seed differences (claimed − other): "holds" when the mean difference
+    is on the claimed side by more than its sample std over the seeds, "fails" when on the other side
+    by more than that, otherwise "within seed noise"; one seed: the side of the difference alone."""
+    m = float(np.mean(diffs))
+    noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+    if abs(m) <= noise:
+        return "within seed noise"
+    return ("holds" if sign * m > 0 else "fails") + (" (1 seed)" if len(diffs) == 1 else "")
+
+
+def claims(runs: dict[str, list[dict]], rare: dict[str, list[tuple]]) -> list[list[str]]:
+    """Table rows for :data:`CLAIMS`: the two rows' values and their difference, paired by seed over
+    the seeds both rows have, and the :func:`verdict`. Claims whose rows did not run are left out."""
+    out = []
+    for question, metric, a, b, sign in CLAIMS:
+        if a not in runs or b not in runs:
+            continue
+        value = {n: {r["config"].get("seed"): (x[2] if metric == "rare" else r.get(metric))
+                     for r, x in zip(runs[n], rare[n])} for n in (a, b)}
+        seeds = [s for s in value[a] if s in value[b] and value[a][s] is not None and value[b][s] is not None]
+        if not seeds:
+            continue
+        va, vb = [value[a][s] for s in seeds], [value[b][s] for s in seeds]
+        diffs = [x - y for x, y in zip(va, vb)]
+        out.append([question, f"`{a}` {mean_std(va)}", f"`{b}` {mean_std(vb)}", mean_std(diffs),
+                    str(len(seeds)), verdict(diffs, sign)])
+    return out
+
+
 def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for r in args.rows:
@@ -253,6 +294,10 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     lines += _md(["run", "% of selected", "% of pool", "rare-skill score"],
                  [[ROWS[n].label, mean_std([x[0] for x in v]), mean_std([x[1] for x in v]),
                    mean_std([x[2] for x in v])] for n, v in rare.items()])
+    lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning against the other row, paired by seed; "
+              "difference = mean ± std over the seeds of the per-seed difference; a claim holds or fails when the "
+              "mean difference exceeds its std, otherwise it is within seed noise):", ""]
+    lines += _md(["claim", "adapt_inf", "other", "difference", "seeds", "verdict"], claims(runs, rare))
 
     first = {n: rs[0] for n, rs in runs.items()}
     plot_accuracy_matrices({n: (r["accuracy_matrix"], r["tasks"]) for n, r in first.items()},

@@ -86,3 +86,31 @@ def test_a_started_run_is_resumed_and_a_finished_one_is_skipped(tmp_path):
     (run / "state.json").write_text(json.dumps({"status": "finished"}))
     (run / "metrics.json").write_text("{}")
     assert compare.finished(run)
+
+
+def test_claims_are_paired_by_seed_and_judged_against_seed_noise(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    # adapt_inf forgets 0.10 / 0.20, random 0.30 / 0.30 (seeds 0, 1), random seed 2 has no partner
+    for seed, f_ai, f_rand, a_ai, a_rand in ((0, 0.1, 0.3, 0.5, 0.6), (1, 0.2, 0.3, 0.7, 0.6)):
+        fake_run(runs, "adapt_inf", seed, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": a_ai, "forgetting": f_ai,
+                 "samples_trained": [5, 5]}, rare_selected=1)
+        fake_run(runs, "random", seed, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": a_rand, "forgetting": f_rand,
+                 "samples_trained": [5, 5]}, rare_selected=1)
+    fake_run(runs, "random", 2, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": 0.0, "forgetting": 0.9,
+             "samples_trained": [5, 5]}, rare_selected=1)
+    args = argparse.Namespace(stream="default", rows=["random", "adapt_inf"], seeds=[0, 1, 2], runs=runs, out=out,
+                              config=Path("configs/demo.yaml"), scale=1.0)
+    md = compare.write_results(args, compare.collect(args)).read_text()
+    # forgetting differences -0.2, -0.1: mean -15.0, std 7.1 -> the claim (lower) holds
+    assert "| less forgetting than `random` | `adapt_inf` 15.0 ± 7.1 | `random` 30.0 ± 0.0 | -15.0 ± 7.1 | 2 | holds |" in md
+    # A differences -0.1, +0.1: mean 0 -> within seed noise; rare-skill score: 1.0 vs 1.0 (seed 0), 0 vs 0
+    assert "| rare skills fare better than under `random` | `adapt_inf` 50.0 ± 70.7 | `random` 50.0 ± 70.7 | " \
+           "0.0 ± 0.0 | 2 | within seed noise |" in md
+    assert "`full`" not in md.split("claims on this stream")[1]  # rows that did not run: no claim
+
+
+def test_verdict():
+    assert compare.verdict([0.3, 0.1], +1) == "holds"          # mean 0.2 > std 0.14
+    assert compare.verdict([0.3, 0.1], -1) == "fails"
+    assert compare.verdict([0.3, -0.1], +1) == "within seed noise"  # mean 0.1 < std 0.28
+    assert compare.verdict([-0.05], +1) == "fails (1 seed)"
