@@ -1,7 +1,7 @@
 """The results table: strategies × seeds on a built-in stream, one command.
 
-    python experiments/compare.py --stream default            # every row, seeds 0 1 2
-    python experiments/compare.py --stream alt
+    python experiments/compare.py                      # both built-in streams, every row, seeds 0 1 2
+    python experiments/compare.py --stream alt         # one stream
     python experiments/compare.py --stream default --rows random adapt_inf --seeds 0 --scale 0.05 \\
         --runs runs/try --out /tmp/try                        # a quick look at two rows
 
@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from adapt.data.demo_stream import STREAMS, write_demo_stream  # noqa: E402
 from adapt.evaluation.continual_metrics import forgetting_per_task, relative_score  # noqa: E402
 from adapt.tracking.report import load_run  # noqa: E402
 
@@ -109,8 +110,6 @@ def launch(args: argparse.Namespace, row: str, seed: int, threads: int) -> tuple
 
 def run_grid(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
-
-    from adapt.data.demo_stream import write_demo_stream
 
     todo = [(r, s) for r in args.rows for s in args.seeds if not finished(run_dir(args.runs, args.stream, r, s))]
     if not todo:
@@ -269,9 +268,11 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
         w.writerows(csv_rows)
 
     lines = [f"# Results on the `{args.stream}` stream", "",
-             f"`python experiments/compare.py --stream {args.stream}` (config `{args.config}`, stream scale "
+             f"`python experiments/compare.py` (this stream alone: `--stream {args.stream}`; config "
+             f"`{args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}`, stream scale "
              f"{args.scale}, seeds {', '.join(map(str, args.seeds))}); scores in %, mean ± std over the seeds; "
-             "A rel. multitask: 100 · mean_j R[T-1][j] / R_multitask[j] (same seed); wall time in minutes.", ""]
+             "A rel. multitask: 100 · mean_j R[T-1][j] / R_multitask[j] (same seed); wall time in minutes, as measured "
+             "(a run that shared the cores with others took longer).", ""]
     lines += _md(["run", "seeds", *(label for _, label in KEYS), "A rel. multitask", "samples trained",
                   "wall (min)"], md_rows)
     lines += ["Score on each task right after its own round (`multitask`: its one row):", ""]
@@ -318,7 +319,8 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stream", default="default", help="a built-in stream (adapt.data.demo_stream.STREAMS)")
+    ap.add_argument("--stream", "--streams", dest="streams", nargs="+", default=list(STREAMS), choices=list(STREAMS),
+                    metavar="STREAM", help=f"built-in streams, one table each (default: all): {', '.join(STREAMS)}")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
                     help=f"rows to run (default: all): {', '.join(ROWS)}")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -334,12 +336,14 @@ def main() -> None:
     args = ap.parse_args()
     args.sets = [*args.sets, f"stream.seed={args.stream_seed}"]
     args.config, args.runs, args.out = args.config.resolve(), args.runs.resolve(), args.out.resolve()
-    if not args.tables_only:
-        run_grid(args)
-    runs = collect(args)
-    if not runs:
-        sys.exit("no finished run to tabulate")
-    print(f"wrote {write_results(args, runs)}")
+    for stream in args.streams:
+        one = argparse.Namespace(**vars(args), stream=stream)
+        if not args.tables_only:
+            run_grid(one)
+        runs = collect(one)
+        if not runs:
+            sys.exit(f"no finished run to tabulate on the {stream!r} stream")
+        print(f"wrote {write_results(one, runs)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ import compare  # noqa: E402
 TASKS = ["a", "b"]
 
 
-def fake_run(root: Path, name: str, seed: int, R: list[list[float]], metrics: dict, rare_selected: int) -> None:
+def fake_run(root: Path, name: str, seed: int, R: list[list[float]], metrics: dict, rare_selected: int,
+             stream: str = "default") -> None:
     """A finished run: state.json, metrics.json, the pool (uids a/0..a/3, a/0 and a/1 rare), one
     selection, the last round's predictions on the eval items (b/e1 rare) and the stream."""
-    rd = root / "default" / f"{name}-s{seed}"
+    rd = root / stream / f"{name}-s{seed}"
     (rd / "rounds" / "0").mkdir(parents=True)
     (rd / "rounds" / str(len(R) - 1)).mkdir(parents=True, exist_ok=True)
     (rd / "state.json").write_text(json.dumps({"status": "finished"}))
@@ -114,3 +115,16 @@ def test_verdict():
     assert compare.verdict([0.3, 0.1], -1) == "fails"
     assert compare.verdict([0.3, -0.1], +1) == "within seed noise"  # mean 0.1 < std 0.28
     assert compare.verdict([-0.05], +1) == "fails (1 seed)"
+
+
+def test_one_command_writes_the_table_of_every_stream(tmp_path, monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for stream, a in (("default", 0.5), ("alt", 0.25)):
+        fake_run(runs, "random", 0, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": a, "samples_trained": [5, 5]},
+                 rare_selected=1, stream=stream)
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--tables-only", "--seeds", "0", "--runs", str(runs),
+                                      "--out", str(out)])
+    compare.main()
+    assert "| `random` | 1 | 50.0 |" in (out / "default.md").read_text()
+    assert "| `random` | 1 | 25.0 |" in (out / "alt.md").read_text()
+    assert (out / "alt" / "accuracy_matrices.png").is_file()
