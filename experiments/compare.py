@@ -185,7 +185,7 @@ def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, in
     return (sel_rare / sel_n if sel_n else None, pool_rare / pool_n if pool_n else None, score, len(eval_rare))
 
 
-# Adapt-∞'s claims (arXiv 2410.10636, Sec. 5), each as (question, metric, claimed row, other row, sign): the
+# Adapt-∞'s claims (arXiv 2410.10636), each as (question, metric, claimed row, other row, sign): the
 # claim holds when sign · (claimed − other) > 0. Metric: a metrics.json key or "rare" (rare-skill score).
 CLAIMS = (
     ("A at least `full`'s", "avg_accuracy", "adapt_inf", "full", +1),
