@@ -154,6 +154,30 @@ def _md(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
+def last_predictions(rd: Path):
+    """The last round's ``predictions.jsonl`` of a run directory as a DataFrame (None if no round has one)."""
+    import pandas as pd
+
+    last = sorted((p for p in (rd / "rounds").glob("*/predictions.jsonl") if p.parent.name.isdigit()),
+                  key=lambda p: int(p.parent.name))
+    return pd.read_json(last[-1], lines=True, dtype={"prediction": str, "reference": str}) if last else None
+
+
+def chance(run: dict, tasks: list[str]) -> list[float | None]:
+    """Chance level of each task on the items the run was evaluated on: the best score one constant
+    answer gets (:func:`adapt.evaluation.answer_scorers.best_constant`, with the task's metric)."""
+    from adapt.evaluation.answer_scorers import best_constant
+
+    rd = Path(run["run_dir"])
+    metric = {d.get("task", d["name"]): d.get("metric", "exact")
+              for d in json.loads((rd / "stream.json").read_text())["datasets"]}
+    preds = last_predictions(rd)
+    if preds is None or "reference" not in preds:
+        return [None] * len(tasks)
+    refs = preds.groupby("task")["reference"].apply(list).to_dict()
+    return [best_constant(metric.get(t, "exact"), refs[t])[1] if t in refs else None for t in tasks]
+
+
 def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, int]:
     """(share of rare-skill samples among the selected, among the pool, over all rounds; score on
     the rare-skill eval items after the last round; how many such items): from the built-in
@@ -175,11 +199,9 @@ def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, in
         if d.get("eval"):
             eval_rare |= {f"{d['name']}/{r['id']}" for r in json.loads(Path(d["eval"]).read_text())
                           if r.get("meta", {}).get("rare")}
-    last = sorted((p for p in (rd / "rounds").glob("*/predictions.jsonl") if p.parent.name.isdigit()),
-                  key=lambda p: int(p.parent.name))
+    preds = last_predictions(rd)
     score = None
-    if last and eval_rare:
-        preds = pd.read_json(last[-1], lines=True)
+    if preds is not None and eval_rare:
         hit = preds[preds["uid"].isin(eval_rare)]
         score = float(hit["score"].mean()) if len(hit) else None
     return (sel_rare / sel_n if sel_n else None, pool_rare / pool_n if pool_n else None, score, len(eval_rare))
@@ -275,12 +297,14 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
              "(a run that shared the cores with others took longer).", ""]
     lines += _md(["run", "seeds", *(label for _, label in KEYS), "A rel. multitask", "samples trained",
                   "wall (min)"], md_rows)
+    chance_row = ["chance (the best constant answer)",
+                  *(mean_std([c]) for c in chance(next(iter(runs.values()))[0], tasks))]
     lines += ["Score on each task right after its own round (`multitask`: its one row):", ""]
     lines += _md(["run", *tasks], [[ROWS[n].label, *(mean_std([diagonal(r)[j] for r in rs]) for j in range(len(tasks)))]
-                                   for n, rs in runs.items()])
+                                   for n, rs in runs.items()] + [chance_row])
     lines += ["Score on each task after the last round:", ""]
     lines += _md(["run", *tasks], [[ROWS[n].label, *(mean_std([r["accuracy_matrix"][-1][j] for r in rs])
-                                                     for j in range(len(tasks)))] for n, rs in runs.items()])
+                                                     for j in range(len(tasks)))] for n, rs in runs.items()] + [chance_row])
     forgetting = {n: [float(np.nanmean([np.nan if f is None else f for f in x]))
                       if any(f is not None for f in x) else None
                       for x in zip(*[forgetting_per_task(r["accuracy_matrix"]) for r in rs])]

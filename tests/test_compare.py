@@ -38,8 +38,11 @@ def fake_run(root: Path, name: str, seed: int, R: list[list[float]], metrics: di
         rd / "rounds" / "0" / "selection.parquet")
     eval_file = rd / "b_eval.json"
     eval_file.write_text(json.dumps([{"id": "e0", "meta": {}}, {"id": "e1", "meta": {"rare": True}}]))
-    (rd / "stream.json").write_text(json.dumps({"datasets": [{"name": "b", "eval": str(eval_file)}]}))
-    pd.DataFrame({"uid": ["b/e0", "b/e1"], "score": [0.0, 1.0 if seed == 0 else 0.0]}).to_json(
+    (rd / "stream.json").write_text(json.dumps({"datasets": [{"name": "a", "metric": "numeric"},
+                                                              {"name": "b", "eval": str(eval_file)}]}))
+    pd.DataFrame({"uid": ["a/e0", "a/e1", "a/e2", "b/e0", "b/e1"], "task": ["a", "a", "a", "b", "b"],
+                  "reference": ["3", "3.0", "4", "no", "yes"], "prediction": ["3", "3", "3", "no", "no"],
+                  "score": [1.0, 1.0, 0.0, 0.0, 1.0 if seed == 0 else 0.0]}).to_json(
         rd / "rounds" / str(len(R) - 1) / "predictions.jsonl", orient="records", lines=True)
 
 
@@ -64,6 +67,8 @@ def test_tables_from_finished_runs_match_hand_computed_values(tmp_path):
     assert "| `multitask` (reference: one training on the union) | 2 | 85.0 ± 14.1 | — | — | — | — | 100.0 ± 0.0 |" in md
     # forgetting per task: a: (0.2 + 0.0) / 2; b: introduced in the last round
     assert "| `random` | 10.0 | — |" in md
+    # chance: "3" scores 2 of 3 on a (numeric: "3.0" is 3), one of "no"/"yes" 1 of 2 on b; in both score tables
+    assert md.count("| chance (the best constant answer) | 66.7 | 50.0 |") == 2
     # rare: selected 2 of 3 (seed 0) and 0 of 1 (seed 1): 66.7, 0.0; pool 2 of 4; rare eval item right in seed 0
     assert "| `random` | 33.3 ± 47.1 | 50.0 ± 0.0 | 50.0 ± 70.7 |" in md
     rows = list(csv.DictReader(open(out / "default.csv")))
