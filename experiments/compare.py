@@ -57,6 +57,11 @@ def _expert_alone(expert: str) -> Row:
 ROWS: dict[str, Row] = {
     "full": Row("`full` (sequential, every new sample)", ("selection.method=full",)),
     "random": Row("`random`", ("selection.method=random",)),
+    # controls at Adapt-∞'s sample counts: the same pool cap, pruned at random instead of by SemDeDup
+    "random_pruned": Row("`random`, pruning to half at random", ("selection.method=random", "features.enabled=false",
+                                                                 PRUNE)),
+    "random_lite": Row("`random` LITE (a quarter of the budget, pruning at random)",
+                       ("selection.method=random", "selection.budget=0.0625", "features.enabled=false", PRUNE)),
     **{e: _expert_alone(e) for e in ("ppl", "el2n", "entropy", "grand", "image_grounding")},
     "tive": Row("`tive`", ("selection.method=tive", "features.enabled=false")),
     "mllm_selector": Row("`mllm_selector`", ("selection.method=mllm_selector",)),
@@ -215,6 +220,8 @@ CLAIMS = (
     ("less forgetting than `full`", "forgetting", "adapt_inf", "full", -1),
     ("less forgetting than `random`", "forgetting", "adapt_inf", "random", -1),
     ("rare skills fare better than under `random`", "rare", "adapt_inf", "random", +1),
+    ("A at least `random`'s with the same pool cap and samples", "avg_accuracy", "adapt_inf", "random_pruned", +1),
+    ("LITE: A at least `random` LITE's", "avg_accuracy", "adapt_inf_lite", "random_lite", +1),
 )
 
 
@@ -319,10 +326,10 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     lines += _md(["run", "% of selected", "% of pool", "rare-skill score"],
                  [[ROWS[n].label, mean_std([x[0] for x in v]), mean_std([x[1] for x in v]),
                    mean_std([x[2] for x in v])] for n, v in rare.items()])
-    lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning against the other row, paired by seed; "
-              "difference = mean ± std over the seeds of the per-seed difference; a claim holds or fails when the "
-              "mean difference exceeds its std, otherwise it is within seed noise):", ""]
-    lines += _md(["claim", "adapt_inf", "other", "difference", "seeds", "verdict"], claims(runs, rare))
+    lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning, or its LITE, against the other row, paired "
+              "by seed; difference = mean ± std over the seeds of the per-seed difference; a claim holds or fails "
+              "when the mean difference exceeds its std, otherwise it is within seed noise):", ""]
+    lines += _md(["claim", "Adapt-∞", "other", "difference", "seeds", "verdict"], claims(runs, rare))
 
     first = {n: rs[0] for n, rs in runs.items()}
     plot_accuracy_matrices({n: (r["accuracy_matrix"], r["tasks"]) for n, r in first.items()},

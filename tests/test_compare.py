@@ -104,9 +104,14 @@ def test_claims_are_paired_by_seed_and_judged_against_seed_noise(tmp_path):
                  "samples_trained": [5, 5]}, rare_selected=1)
     fake_run(runs, "random", 2, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": 0.0, "forgetting": 0.9,
              "samples_trained": [5, 5]}, rare_selected=1)
-    args = argparse.Namespace(stream="default", rows=["random", "adapt_inf"], seeds=[0, 1, 2], runs=runs, out=out,
-                              config=Path("configs/demo.yaml"), scale=1.0)
+    for name, a in (("adapt_inf_lite", 0.3), ("random_lite", 0.4)):  # LITE against its control, one seed
+        fake_run(runs, name, 0, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": a, "samples_trained": [1, 1]},
+                 rare_selected=1)
+    args = argparse.Namespace(stream="default", rows=["random", "adapt_inf", "adapt_inf_lite", "random_lite"],
+                              seeds=[0, 1, 2], runs=runs, out=out, config=Path("configs/demo.yaml"), scale=1.0)
     md = compare.write_results(args, compare.collect(args)).read_text()
+    assert "| LITE: A at least `random` LITE's | `adapt_inf_lite` 30.0 | `random_lite` 40.0 | -10.0 | 1 | " \
+           "fails (1 seed) |" in md
     # forgetting differences -0.2, -0.1: mean -15.0, std 7.1 -> the claim (lower) holds
     assert "| less forgetting than `random` | `adapt_inf` 15.0 ± 7.1 | `random` 30.0 ± 0.0 | -15.0 ± 7.1 | 2 | holds |" in md
     # A differences -0.1, +0.1: mean 0 -> within seed noise; rare-skill score: 1.0 vs 1.0 (seed 0), 0 vs 0
