@@ -28,6 +28,7 @@ from adapt.tracking.plots import (  # noqa: E402
     plot_composition,
     plot_forgetting_curves,
     plot_runs_comparison,
+    spread_labels,
 )
 from adapt.tracking.report import format_pct, load_run, print_report, write_report  # noqa: E402
 
@@ -204,6 +205,12 @@ def test_plots_write_valid_pngs(tmp_path):
     assert_png(plot_runs_comparison({"a": {"avg_accuracy": 0.5, "bwt": -0.1, "forgetting": 0.1},
                                      "b": {"avg_accuracy": 0.6, "bwt": None}}, tmp_path / "r.png"))
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_spread_labels_keeps_order_and_gap():
+    # sweep up: 50, 70, 72 (71 + 1), 74 (72.5 + 1.5); mean displacement 0.625 taken off every label
+    assert spread_labels([70.0, 71.0, 72.5, 50.0], 2.0) == [69.375, 71.375, 73.375, 49.375]
+    assert spread_labels([5.0], 2.0) == [5.0] and spread_labels([], 2.0) == []
 
 
 # ------------------------------------------------------------------------------- report

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from adapt.io import write_with_atomic
@@ -145,15 +146,47 @@ def plot_forgetting_per_task(values: Mapping[str, Sequence[float | None]], tasks
     return _save(fig, path)
 
 
+def spread_labels(ys: Sequence[float], gap: float) -> list[float]:
+    """Label heights for points at heights ``ys``, in the same order, at least ``gap`` apart and in
+    the points' order: a sweep upward from the lowest point, then the whole column moved down by the
+    labels' mean displacement so that it stays centred on the points it labels."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    out = [0.0] * len(ys)
+    prev = -math.inf
+    for i in order:
+        prev = out[i] = max(ys[i], prev + gap)
+    shift = (sum(out) - sum(ys)) / len(ys) if ys else 0.0
+    return [v - shift for v in out]
+
+
 def plot_accuracy_vs_samples(points: Mapping[str, tuple[float, float, float]], path: str | os.PathLike[str],
                              title: str = "final accuracy vs samples trained") -> Path:
-    """One point per run: (samples trained, A, std of A over seeds) with an error bar and a label."""
+    """One point per run: (samples trained, A, std of A over seeds) with an error bar and a label;
+    labels of points at about the same x are spread apart (:func:`spread_labels`) with a leader line."""
     fig = Figure(figsize=(7.0, 4.6))
     ax = fig.add_subplot()
-    for name, (x, y, err) in points.items():
+    tab20 = colormaps["tab20"].colors
+    colors = tab20[0::2] + tab20[1::2]  # the ten strong colours first
+    xs = [x for x, _, _ in points.values()]
+    span = (max(xs) - min(xs)) or 1.0
+    ys = [100 * _nan(y) for _, y, _ in points.values()]
+    finite = [y for y in ys if not math.isnan(y)]
+    gap = 0.035 * max(max(finite) - min(finite), 10.0) if finite else 1.0
+    label_y = list(ys)
+    groups: dict[int, list[int]] = {}
+    for i, x in enumerate(xs):  # points within 3% of the x range share a column of labels
+        groups.setdefault(round((x - min(xs)) / (0.03 * span)), []).append(i)
+    for members in groups.values():
+        members = [i for i in members if not math.isnan(ys[i])]
+        for i, pos in zip(members, spread_labels([ys[i] for i in members], gap)):
+            label_y[i] = pos
+    for k, (name, (x, y, err)) in enumerate(points.items()):
+        color = colors[k % len(colors)]
         ax.errorbar([x], [100 * y], yerr=[100 * _nan(err)] if not math.isnan(_nan(err)) else None, fmt="o",
-                    capsize=3)
-        ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+                    capsize=3, color=color)
+        ax.annotate(name, (x, 100 * y), xytext=(x + 0.04 * span, label_y[k]), fontsize=7, va="center",
+                    color="0.15", arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6})
+    ax.set_xlim(min(xs) - 0.05 * span, max(xs) + 0.35 * span)
     ax.set_xlabel("samples trained (all rounds)")
     ax.set_ylabel("A, final average accuracy (%)")
     ax.set_title(title)
