@@ -285,7 +285,8 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
         for r in rs:
             csv_rows.append({"row": name, "seed": r["config"].get("seed"), **{label: r.get(k) for k, label in KEYS},
                              "A_rel_multitask": rel(r), "samples_trained": int(sum(r["samples_trained"])),
-                             "wall_seconds": r.get("wall_seconds"), "run_dir": r["run_dir"]})
+                             "wall_seconds": r.get("wall_seconds"),
+                             "run_dir": os.path.relpath(r["run_dir"], args.runs)})  # no machine's paths in the csv
         md_rows.append([ROWS[name].label, str(len(rs)), *(mean_std([r.get(k) for r in rs]) for k, _ in KEYS),
                         mean_std([rel(r) for r in rs]),
                         mean_std([float(sum(r["samples_trained"])) for r in rs], scale=1.0, digits=0),

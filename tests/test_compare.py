@@ -72,8 +72,9 @@ def test_tables_from_finished_runs_match_hand_computed_values(tmp_path):
     # rare: selected 2 of 3 (seed 0) and 0 of 1 (seed 1): 66.7, 0.0; pool 2 of 4; rare eval item right in seed 0
     assert "| `random` | 33.3 ± 47.1 | 50.0 ± 0.0 | 50.0 ± 70.7 |" in md
     rows = list(csv.DictReader(open(out / "default.csv")))
-    assert [(r["row"], r["seed"], float(r["A_rel_multitask"])) for r in rows] == \
-        [("random", "0", 0.8), ("random", "1", 0.875), ("multitask", "0", 1.0), ("multitask", "1", 1.0)]
+    assert [(r["row"], r["seed"], float(r["A_rel_multitask"]), r["run_dir"]) for r in rows] == \
+        [("random", "0", 0.8, "default/random-s0"), ("random", "1", 0.875, "default/random-s1"),
+         ("multitask", "0", 1.0, "default/multitask-s0"), ("multitask", "1", 1.0, "default/multitask-s1")]
     for png in ("accuracy_matrices", "forgetting_per_task", "accuracy_vs_samples"):
         assert (out / "default" / f"{png}.png").stat().st_size > 1000
 
