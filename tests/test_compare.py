@@ -117,13 +117,14 @@ def test_claims_are_paired_by_seed_and_judged_against_seed_noise(tmp_path):
     assert "| less forgetting than `random` | `adapt_inf` 15.0 ± 7.1 | `random` 30.0 ± 0.0 | -15.0 ± 7.1 | 2 | holds |" in md
     # A differences -0.1, +0.1: mean 0 -> within seed noise; rare-skill score: 1.0 vs 1.0 (seed 0), 0 vs 0
     assert "| rare skills fare better than under `random` | `adapt_inf` 50.0 ± 70.7 | `random` 50.0 ± 70.7 | " \
-           "0.0 ± 0.0 | 2 | within seed noise |" in md
+           "0.0 ± 0.0 | 2 | equal |" in md
     assert "`full`" not in md.split("claims on this stream")[1]  # rows that did not run: no claim
 
 
 def test_verdict():
     assert compare.verdict([0.3, 0.1], +1) == "holds"          # mean 0.2 > std 0.14
     assert compare.verdict([0.3, 0.1], -1) == "fails"
+    assert compare.verdict([0.0, 0.0, 0.0], +1) == "equal"
     assert compare.verdict([0.3, -0.1], +1) == "within seed noise"  # mean 0.1 < std 0.28
     assert compare.verdict([-0.05], +1) == "fails (1 seed)"
 
