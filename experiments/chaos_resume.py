@@ -73,8 +73,11 @@ def reference(config: str, sets: list[str], run_dir: Path) -> dict[tuple[int, st
 
 def kill_at(proc: subprocess.Popen, run_dir: Path, target: tuple[int, str], delay: float,
             timeout: float) -> str:
-    """SIGKILL ``proc`` ``delay`` s after its state.json enters ``target``; or, if the run passes
-    it (already done, or too quick to see), as soon as it is seen in a later phase."""
+    """SIGKILL ``proc`` ``delay`` s after its state.json enters ``target``, or as soon as it leaves
+    ``target`` if that comes first (the delay is drawn from the reference's time in the phase, and a
+    run on a less loaded machine is quicker: without this it could finish before its last kill); or,
+    if the run passes ``target`` (already done, or too quick to see), as soon as it is seen in a
+    later phase."""
     deadline = time.time() + timeout
     order = {p: i for i, p in enumerate(PHASES)}
     while proc.poll() is None and time.time() < deadline:
@@ -82,8 +85,13 @@ def kill_at(proc: subprocess.Popen, run_dir: Path, target: tuple[int, str], dela
         rnd, phase = s.get("round"), s.get("phase")
         if isinstance(rnd, int) and phase in order:
             if (rnd, phase) == target:
-                time.sleep(delay)
-                where = f"round {rnd} {phase} +{delay:.2f}s"
+                start = time.time()
+                while time.time() - start < delay and proc.poll() is None:
+                    now = _state(run_dir)
+                    if (now.get("round"), now.get("phase")) != target:
+                        break
+                    time.sleep(0.01)
+                where = f"round {rnd} {phase} +{time.time() - start:.2f}s"
                 break
             if (rnd, order[phase]) > (target[0], order[target[1]]):
                 where = f"round {rnd} {phase} (passed round {target[0]} {target[1]})"
