@@ -167,7 +167,7 @@ def plot_accuracy_vs_samples(points: Mapping[str, tuple[float, float, float]], p
     ax = fig.add_subplot()
     tab20 = colormaps["tab20"].colors
     colors = tab20[0::2] + tab20[1::2]  # the ten strong colours first
-    xs = [x for x, _, _ in points.values()]
+    xs = [x for x, _, _ in points.values()] or [0.0]
     span = (max(xs) - min(xs)) or 1.0
     ys = [100 * _nan(y) for _, y, _ in points.values()]
     finite = [y for y in ys if not math.isnan(y)]
