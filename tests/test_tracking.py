@@ -25,6 +25,7 @@ from adapt.tracking.loggers import (  # noqa: E402
 )
 from adapt.tracking.plots import (  # noqa: E402
     plot_accuracy_matrix,
+    plot_accuracy_vs_samples,
     plot_composition,
     plot_forgetting_curves,
     plot_runs_comparison,
@@ -204,6 +205,9 @@ def test_plots_write_valid_pngs(tmp_path):
     assert_png(plot_composition([{"vqa": 10}, {"vqa": 4, "count": 8}, {}], tmp_path / "c.png", "selected"))
     assert_png(plot_runs_comparison({"a": {"avg_accuracy": 0.5, "bwt": -0.1, "forgetting": 0.1},
                                      "b": {"avg_accuracy": 0.6, "bwt": None}}, tmp_path / "r.png"))
+    assert_png(plot_accuracy_vs_samples({"a": (100.0, 0.5, 0.1), "b": (100.0, 0.52, float("nan")),
+                                         "c": (400.0, 0.7, 0.0)}, tmp_path / "s.png"))
+    assert_png(plot_accuracy_vs_samples({}, tmp_path / "s0.png"))  # nothing finished yet: an empty plot
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
 
 

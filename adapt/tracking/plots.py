@@ -167,15 +167,16 @@ def plot_accuracy_vs_samples(points: Mapping[str, tuple[float, float, float]], p
     ax = fig.add_subplot()
     tab20 = colormaps["tab20"].colors
     colors = tab20[0::2] + tab20[1::2]  # the ten strong colours first
-    xs = [x for x, _, _ in points.values()] or [0.0]
-    span = (max(xs) - min(xs)) or 1.0
+    xs = [x for x, _, _ in points.values()]
+    lo, hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    span = (hi - lo) or 1.0
     ys = [100 * _nan(y) for _, y, _ in points.values()]
     finite = [y for y in ys if not math.isnan(y)]
     gap = 0.035 * max(max(finite) - min(finite), 10.0) if finite else 1.0
     label_y = list(ys)
     groups: dict[int, list[int]] = {}
     for i, x in enumerate(xs):  # points within 3% of the x range share a column of labels
-        groups.setdefault(round((x - min(xs)) / (0.03 * span)), []).append(i)
+        groups.setdefault(round((x - lo) / (0.03 * span)), []).append(i)
     for members in groups.values():
         members = [i for i in members if not math.isnan(ys[i])]
         for i, pos in zip(members, spread_labels([ys[i] for i in members], gap)):
@@ -186,7 +187,7 @@ def plot_accuracy_vs_samples(points: Mapping[str, tuple[float, float, float]], p
                     capsize=3, color=color)
         ax.annotate(name, (x, 100 * y), xytext=(x + 0.04 * span, label_y[k]), fontsize=7, va="center",
                     color="0.15", arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6})
-    ax.set_xlim(min(xs) - 0.05 * span, max(xs) + 0.35 * span)
+    ax.set_xlim(lo - 0.05 * span, hi + 0.35 * span)
     ax.set_xlabel("samples trained (all rounds)")
     ax.set_ylabel("A, final average accuracy (%)")
     ax.set_title(title)
