@@ -30,8 +30,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -159,7 +163,7 @@ def _md(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
-def last_predictions(rd: Path):
+def last_predictions(rd: Path) -> "pd.DataFrame | None":
     """The last round's ``predictions.jsonl`` of a run directory as a DataFrame (None if no round has one)."""
     import pandas as pd
 
