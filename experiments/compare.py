@@ -234,10 +234,10 @@ def verdict(diffs: list[float], sign: int) -> str:
     is on the claimed side by more than its sample std over the seeds, "fails" when on the other side
     by more than that, "equal" when every seed's difference is 0, otherwise "within seed noise"; one
     seed: the side of the difference alone."""
-    m = float(np.mean(diffs))
-    noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
     if not any(diffs):
         return "equal"
+    m = float(np.mean(diffs))
+    noise = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
     if abs(m) <= noise:
         return "within seed noise"
     return ("holds" if sign * m > 0 else "fails") + (" (1 seed)" if len(diffs) == 1 else "")
