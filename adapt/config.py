@@ -38,7 +38,7 @@ class TinyModelConfig(_Section):
 class ModelConfig(_Section):
     name_or_path: str = Field("builtin:tiny-llava", description="a local HF checkpoint dir, or builtin:tiny-llava")
     family: Literal["auto", "llava", "qwen2_vl", "causal_lm"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = "auto"
     max_length: int = 512
     system_prompt: str = ""
     attn_implementation: str | None = None

@@ -15,6 +15,8 @@ import torch
 from adapt.errors import AdaptError
 from adapt.features.store import SCORE_COLUMNS, FeatureStore
 
+from tolerances import FLOAT64_NETWORK_RTOL, UNIT_ROUNDOFF, assert_within_one_ulp
+
 EXTRACT = """
 import sys, torch
 from adapt.config import LoraSettings
@@ -30,7 +32,7 @@ from adapt.data.readers import read_dataset
 
 model_dir, data, store_dir = sys.argv[1:4]
 acc = get_accelerator(TrainingConfig()) if len(sys.argv) > 4 else None
-b = load_model(model_dir)
+b = load_model(model_dir, dtype="float64")  # runs compared to one float16/float32 ulp: tests/tolerances.py
 torch.manual_seed(0)
 b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
 for name, p in b.model.named_parameters():
@@ -78,6 +80,7 @@ def _run(args: list[str], **kw) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.numeric
 def test_resumed_and_two_process_extractions_equal_one_process(tmp_path, tiny_models, small_pool):
     script = tmp_path / "extract.py"
     script.write_text(EXTRACT)
@@ -94,7 +97,7 @@ def test_resumed_and_two_process_extractions_equal_one_process(tmp_path, tiny_mo
     _run([sys.executable, str(script), model, str(small_pool), str(tmp_path / "resumed")])
     resumed = np.array(FeatureStore(tmp_path / "resumed").features(), dtype=np.float32)
     np.testing.assert_array_equal(resumed[:5], feats[:5])  # rows done before were not recomputed
-    np.testing.assert_allclose(resumed, feats, rtol=1e-3, atol=1e-4)
+    assert_within_one_ulp(resumed, feats, np.float16)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,11 +107,11 @@ def test_resumed_and_two_process_extractions_equal_one_process(tmp_path, tiny_mo
           "--main_process_port", str(port), str(script), model, str(small_pool), str(tmp_path / "two"), "acc"])
     two = FeatureStore(tmp_path / "two")
     assert two.complete
-    np.testing.assert_allclose(np.array(two.features(), dtype=np.float32), feats, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(two.scores().iloc[:, 1:].to_numpy(), one.scores().iloc[:, 1:].to_numpy(),
-                               rtol=1e-4, atol=1e-6)
+    assert_within_one_ulp(two.features(), one.features(), np.float16)
+    assert_within_one_ulp(two.scores().iloc[:, 1:].to_numpy(), one.scores().iloc[:, 1:].to_numpy(), np.float32)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("family", ["tiny-llava", "tiny-qwen2-vl", "tiny-causal-lm"])
 def test_hidden_state_embedding_is_the_mean_of_the_last_layer(family, tiny_models, toy_samples, tmp_path):
     """pool.prune_embedding=hidden: each row is the last hidden states averaged over the sample's
@@ -117,7 +120,7 @@ def test_hidden_state_embedding_is_the_mean_of_the_last_layer(family, tiny_model
     from adapt.models.collate import Collator
     from adapt.models.loading import load_model
 
-    b = load_model(tiny_models[family])
+    b = load_model(tiny_models[family], dtype="float64")
     dim = b.model.get_input_embeddings().embedding_dim
     store = FeatureStore.create(tmp_path / "h", [s.uid for s in toy_samples], dim, projector="hidden-mean")
     extract_hidden(b.model, b.family, toy_samples, store, batch_size=3, max_length=256, progress=False)
@@ -127,5 +130,8 @@ def test_hidden_state_embedding_is_the_mean_of_the_last_layer(family, tiny_model
         batch = collate([s])
         with torch.no_grad():
             h = b.model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True).hidden_states[-1]
-        want = h[0].float().mean(0).numpy()
-        np.testing.assert_allclose(np.asarray(store.features()[i], dtype=np.float32), want, rtol=1e-2, atol=2e-3)
+        want = h[0].mean(0).numpy()
+        # stored as float16 (through float32): within half a float16 ulp (2⁻¹¹ relative; 2⁻²⁵ absolute
+        # below float16's normal range) plus the float32 step's 2⁻²⁴, of the float64 mean
+        np.testing.assert_allclose(np.asarray(store.features()[i], dtype=np.float64), want,
+                                   rtol=2.0**-11 + UNIT_ROUNDOFF[torch.float32] + FLOAT64_NETWORK_RTOL, atol=2.0**-25)

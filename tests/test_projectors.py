@@ -11,7 +11,11 @@ import torch
 
 from adapt.features.projectors import PROJECTORS, hashed_ints
 
+from tolerances import assert_sums_close
+
 REPRODUCIBLE = [n for n in PROJECTORS.names() if n != "trak"]
+
+pytestmark = pytest.mark.numeric  # every test here compares floats computed two ways
 
 
 def _splitmix64_finaliser(z: int) -> int:
@@ -55,22 +59,37 @@ def test_pairwise_cosines_within_jl_error(name):
     assert abs(ratio.mean().item() - 1) < 0.05
 
 
+def _abs_terms(proj, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ|terms| of every output entry: ``|x| @ |R|``, the scale of its float32 rounding error."""
+    if proj.name == "rademacher":  # |R| = 1/√d everywhere
+        l1 = sum(g.abs().sum(1, dtype=torch.float64) for g in blocks.values())
+        return (l1 / proj.dim ** 0.5)[:, None].expand(-1, proj.dim)
+    out = torch.zeros(next(iter(blocks.values())).shape[0], proj.dim, dtype=torch.float64)
+    for name, g in blocks.items():  # sjlt: |R| is the bucket's indicator
+        out.index_add_(1, proj.buckets(name, g.shape[1], g.device)[0], g.abs().double())
+    return out
+
+
 @pytest.mark.parametrize("name", REPRODUCIBLE)
 def test_rows_do_not_depend_on_the_batch(name):
     blocks = _gradients(n=10, P=3000)
     proj = PROJECTORS.get(name)(512, seed=7)
     whole = proj.project(blocks)
     parts = torch.cat([proj.project({k: v[i : i + 3] for k, v in blocks.items()}) for i in range(0, 10, 3)])
-    torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-4)  # float sums in another order
+    assert_sums_close(parts, whole, _abs_terms(proj, blocks), n_terms=3000)  # float32 sums in another order
     other_seed = PROJECTORS.get(name)(512, seed=8).project(blocks)
     assert not torch.allclose(other_seed, whole)
 
 
 def test_rademacher_chunking_does_not_change_the_matrix():
     blocks = _gradients(n=4, P=2000)
-    a = PROJECTORS.get("rademacher")(256, seed=1, chunk_elements=256 * 7).project(blocks)
+    proj = PROJECTORS.get("rademacher")(256, seed=1, chunk_elements=256 * 7)
+    a = proj.project(blocks)
     b = PROJECTORS.get("rademacher")(256, seed=1, chunk_elements=1 << 22).project(blocks)
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert_sums_close(a, b, _abs_terms(proj, blocks), n_terms=2000)  # chunks of 7 rows vs one: another order
+    wrong = PROJECTORS.get("rademacher")(256, seed=2).project(blocks)  # the bound is far below a real error
+    with pytest.raises(AssertionError, match="exceeds"):
+        assert_sums_close(wrong, b, _abs_terms(proj, blocks), n_terms=2000)
 
 
 @pytest.mark.parametrize("name", REPRODUCIBLE)

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adapt.data.sample import Sample
-from adapt.features.per_sample import LoraLinear, per_sample_gradients
+from adapt.features.per_sample import LoraLinear, at_least_float32, per_sample_gradients
 from adapt.features.projectors import Projector
 from adapt.features.store import SCORE_COLUMNS, FeatureStore
 from adapt.models.collate import Collator
@@ -119,7 +119,7 @@ def extract_hidden(model: Any, family: ModelFamily, samples: list[Sample], store
     @torch.no_grad()
     def compute(part: list[Sample], batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
-        h = out.hidden_states[-1].float()
+        h = at_least_float32(out.hidden_states[-1])
         mask = batch["attention_mask"].to(h.dtype).unsqueeze(-1)
         emb = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return emb, torch.zeros(len(part), len(SCORE_COLUMNS))

@@ -119,6 +119,16 @@ class BatchResult:
         return torch.cat([self.grads[k].flatten(1) for k in names], dim=1)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision and float32 models, float64 for a float64 one (tests compare in it)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in its accumulation dtype: ``.float()`` for bf16/fp16/fp32, unchanged in float64."""
+    return x.to(accumulation_dtype(x.dtype))
+
+
 def per_token_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample loss-based scores over the answer tokens (labels != -100), METHODS.md Adapt-∞ 3.
 
@@ -126,7 +136,7 @@ def per_token_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
     exp(ℓ_j) (the authors' mean of exponentials, in log space); ``el2n``: mean ‖onehot(y_j) −
     softmax(z_j)‖₂; ``entropy``: mean predictive entropy −Σ p log p.
     """
-    shift_logits = logits[:, :-1].float()
+    shift_logits = at_least_float32(logits[:, :-1])
     shift_labels = labels[:, 1:]
     mask = shift_labels != IGNORE_INDEX
     n = logits.shape[0]
@@ -172,14 +182,14 @@ def _per_sample_block(name: str, u: torch.Tensor, g: torch.Tensor, n: int,
     """
     if not is_vision_module(name):
         u3, g3 = u.reshape(n, -1, u.shape[-1]), g.reshape(n, -1, g.shape[-1])
-        return torch.einsum("nto,nti->noi", g3.float(), u3.float())
+        return torch.einsum("nto,nti->noi", at_least_float32(g3), at_least_float32(u3))
     if images_per_sample is None:
         raise ValueError(f"{name}: per-sample gradients of a vision module need images_per_sample")
     owner_of_image = torch.repeat_interleave(torch.arange(n, device=u.device),
                                              torch.tensor(images_per_sample, device=u.device))
     if u.dim() >= 3:
-        per_image = torch.einsum("nto,nti->noi", g.reshape(g.shape[0], -1, g.shape[-1]).float(),
-                                 u.reshape(u.shape[0], -1, u.shape[-1]).float())
+        per_image = torch.einsum("nto,nti->noi", at_least_float32(g.reshape(g.shape[0], -1, g.shape[-1])),
+                                 at_least_float32(u.reshape(u.shape[0], -1, u.shape[-1])))
         out = per_image.new_zeros((n, *per_image.shape[1:]))
         return out.index_add_(0, owner_of_image, per_image)
     sizes = torch.tensor(image_sizes or images_per_sample, device=u.device)
@@ -189,10 +199,11 @@ def _per_sample_block(name: str, u: torch.Tensor, g: torch.Tensor, n: int,
     start = torch.cumsum(counts, 0) - counts
     pos = torch.arange(owner.numel(), device=u.device) - start[owner]
     width = int(counts.max()) if owner.numel() else 0
-    u_pad = u.new_zeros((n, width, u.shape[-1]), dtype=torch.float32)
-    g_pad = g.new_zeros((n, width, g.shape[-1]), dtype=torch.float32)
-    u_pad[owner, pos] = u.float()
-    g_pad[owner, pos] = g.float()
+    acc = accumulation_dtype(u.dtype)
+    u_pad = u.new_zeros((n, width, u.shape[-1]), dtype=acc)
+    g_pad = g.new_zeros((n, width, g.shape[-1]), dtype=acc)
+    u_pad[owner, pos] = u.to(acc)
+    g_pad[owner, pos] = g.to(acc)
     return torch.einsum("nto,nti->noi", g_pad, u_pad)  # each sample's rows, zero-padded
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from adapt.features.per_sample import at_least_float32
 from adapt.registry import Registry
 
 PROJECTORS: Registry[type["Projector"]] = Registry("projector")
@@ -81,7 +82,7 @@ class Projector:
         """Sum of every block's projection: the projection of the concatenated gradient."""
         out = None
         for name, g in blocks.items():
-            p = self.project_block(name, g.flatten(1).float())
+            p = self.project_block(name, at_least_float32(g.flatten(1)))
             out = p if out is None else out + p
         assert out is not None, "no gradient blocks to project"
         return out

@@ -36,11 +36,14 @@ def detect_family(path: Path) -> str:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
+    """``auto``: bf16 where the GPU supports it, else float32. ``float64`` is for numerical checks
+    (tests compare computations in it, where summation order no longer matters)."""
     if name == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+            "float64": torch.float64}[name]
 
 
 def load_model(
