@@ -143,13 +143,13 @@ def add_dataset(
     task: Optional[str] = typer.Option(None, "--task", help="Task label (default: the name)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder image paths are relative to."),
 ) -> None:
-    """Append a dataset to a run's stream, after checking it: a run going on ingests it as its next
+    """Append a dataset to a run's stream, after checking it with the run's own reading rules
+    (stream.check_images, max_sample_mb, skip_invalid): a run going on ingests it as its next
     round; a finished or stopped one with `adapt run --resume`."""
     _quiet_libraries()
-    from adapt.data.readers import iter_dataset
-    from adapt.data.stream import StreamEntry, load_stream, save_stream
+    from adapt.data.stream import StreamEntry, load_stream
+    from adapt.data.stream import add_dataset as add_to_stream
     from adapt.evaluation.answer_scorers import ANSWER_SCORERS
-    from adapt.runlock import STREAM_LOCK, RunLock
 
     try:
         run_dir = run_dir.resolve()
@@ -157,21 +157,14 @@ def add_dataset(
             raise InputError(f"{run_dir}: the stream already has a dataset named {name!r}")
         if metric not in ANSWER_SCORERS:
             raise InputError(f"--metric: unknown scorer {metric!r}; known: {', '.join(ANSWER_SCORERS.names())}")
-        root = str(image_root.resolve()) if image_root else None
-        n = sum(1 for _ in iter_dataset(path, name=name, task=task, image_root=root, progress=True))
-        n_eval = sum(1 for _ in iter_dataset(eval_path, name=name, task=task, image_root=root)) if eval_path else 0
-        with RunLock(run_dir, "add-dataset", file=STREAM_LOCK, wait=True):  # one stream edit at a time
-            entries = load_stream(run_dir)
-            if any(e.name == name for e in entries):
-                raise InputError(f"{run_dir}: the stream already has a dataset named {name!r}")
-            entries.append(StreamEntry(name, str(path.resolve()), str(eval_path.resolve()) if eval_path else None,
-                                       metric, task, root))
-            save_stream(run_dir, entries)
+        added = add_to_stream(run_dir, StreamEntry(name, str(path), str(eval_path) if eval_path else None, metric,
+                                                   task, str(image_root) if image_root else None), progress=True)
     except AdaptError as exc:
         _fail(exc)
         return
-    console.print(f"added [bold]{name}[/] ({n} train, {n_eval} eval samples) as round {len(entries)} of "
-                  f"{run_dir}; continue with: adapt run --resume {run_dir}")
+    skipped = f", {added.n_invalid} invalid skipped" if added.n_invalid else ""
+    console.print(f"added [bold]{name}[/] ({added.n_train} train, {added.n_eval} eval samples{skipped}) as round "
+                  f"{added.round + 1} of {run_dir}; continue with: adapt run --resume {run_dir}")
 
 
 @app.command()

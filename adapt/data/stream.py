@@ -1,16 +1,22 @@
 """The run's stream: the ordered datasets a run ingests, one per round.
 
 Resolved once when a run is created (built-in synthetic stream written to disk, relative paths made
-absolute) and kept in RUN_DIR/stream.json; ``adapt add-dataset`` appends to it.
+absolute) and kept in RUN_DIR/stream.json; :func:`add_dataset` (``adapt add-dataset``) appends to
+it. :func:`iter_entry` reads a dataset of it with a run's reading rules (``stream.check_images``,
+``stream.max_sample_mb``, ``stream.skip_invalid``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from adapt.config import ExperimentConfig
-from adapt.errors import AdaptError, ConfigError, CorruptFileError
+from adapt.config import ExperimentConfig, StreamConfig, load_config
+from adapt.data.readers import iter_dataset
+from adapt.data.sample import Sample
+from adapt.errors import AdaptError, ConfigError, CorruptFileError, DataError, InputError
 from adapt.io import read_json, write_json_atomic
 
 STREAM_FILE = "stream.json"
@@ -90,3 +96,79 @@ def load_stream(run_dir: Path) -> list[StreamEntry]:
         return [StreamEntry(**d) for d in read_json(path)["datasets"]]
     except (KeyError, TypeError) as exc:
         raise CorruptFileError(path, f"not a stream file ({type(exc).__name__}: {exc})") from None
+
+
+def iter_entry(entry: StreamEntry, split: str, rules: StreamConfig,
+               on_invalid: Callable[[DataError, Any], None] | None = None,
+               progress: bool = False) -> Iterator[Sample]:
+    """One split (``"train"`` or ``"eval"``) of a stream dataset, streaming, read with a run's rules.
+
+    Under ``rules.skip_invalid`` each invalid record goes to ``on_invalid(error, raw_record)`` (or is
+    dropped when it is None) and reading goes on; otherwise the first one raises :class:`DataError`
+    (``on_invalid`` unused).
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+    path = entry.train if split == "train" else entry.eval
+    if path is None:
+        raise InputError(f"dataset {entry.name!r} has no eval split")
+    handler = (on_invalid or (lambda err, rec: None)) if rules.skip_invalid else None
+    return iter_dataset(path, name=entry.name, task=entry.task, image_root=entry.image_root,
+                        check_images=rules.check_images, progress=progress,
+                        max_sample_bytes=int(rules.max_sample_mb * 2**20), on_invalid=handler)
+
+
+@dataclass
+class AddedDataset:
+    """What :func:`add_dataset` appended."""
+
+    entry: StreamEntry  # as stored in stream.json, paths absolute
+    n_train: int
+    n_eval: int
+    n_invalid: int  # records skipped under stream.skip_invalid (train and eval)
+    round: int  # the entry's index in the stream (0-based), the round that ingests it
+
+
+def _stream_rules(run_dir: Path) -> StreamConfig:
+    """The reading rules of the run in ``run_dir`` (its config.yaml; the defaults if it has none)."""
+    path = Path(run_dir) / "config.yaml"
+    return load_config(path).stream if path.is_file() else StreamConfig()
+
+
+def add_dataset(run_dir: Path, entry: StreamEntry, progress: bool = False) -> AddedDataset:
+    """Check a dataset with the run's own reading rules, then append it to the run's stream.json
+    (under the stream lock): a run going on ingests it as its next round.
+
+    Raises:
+        InputError: the stream already has a dataset of this name.
+        DataError: the dataset is invalid under the run's rules. Nothing is written then.
+    """
+    from adapt.runlock import STREAM_LOCK, RunLock
+
+    def absolute(p: str | Path | None) -> str | None:
+        return None if p is None else str(Path(p).expanduser().resolve())
+
+    run_dir = Path(run_dir).resolve()
+    entry = replace(entry, train=absolute(entry.train), eval=absolute(entry.eval),
+                    image_root=absolute(entry.image_root))
+
+    def refuse_duplicate(entries: list[StreamEntry]) -> None:
+        if any(e.name == entry.name for e in entries):
+            raise InputError(f"{run_dir}: the stream already has a dataset named {entry.name!r}")
+
+    refuse_duplicate(load_stream(run_dir))
+    rules = _stream_rules(run_dir)
+    invalid = [0]
+
+    def count(err: DataError, rec: Any) -> None:
+        invalid[0] += 1
+
+    n_train = sum(1 for _ in iter_entry(entry, "train", rules, on_invalid=count, progress=progress))
+    n_eval = sum(1 for _ in iter_entry(entry, "eval", rules, on_invalid=count, progress=progress)) \
+        if entry.eval else 0
+    with RunLock(run_dir, "add-dataset", file=STREAM_LOCK, wait=True):  # one stream edit at a time
+        entries = load_stream(run_dir)
+        refuse_duplicate(entries)
+        entries.append(entry)
+        save_stream(run_dir, entries)
+    return AddedDataset(entry, n_train, n_eval, invalid[0], len(entries) - 1)
