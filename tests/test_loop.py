@@ -85,7 +85,7 @@ def test_metrics_follow_the_definitions(random_run):
 
 
 def test_offline_wandb_run_holds_the_logged_metrics(random_run):
-    from adapt.tracking.loggers import read_offline_wandb_history
+    from adapt.tracking.wandb_file import read_offline_wandb_history
 
     run_dir, metrics = random_run
     rows = read_offline_wandb_history(run_dir)

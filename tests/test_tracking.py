@@ -19,9 +19,7 @@ from adapt.tracking.loggers import (  # noqa: E402
     NullLogger,
     WandbLogger,
     build_loggers,
-    offline_run_dirs,
     read_metrics_jsonl,
-    read_offline_wandb_history,
 )
 from adapt.tracking.plots import (  # noqa: E402
     plot_accuracy_matrix,
@@ -32,6 +30,7 @@ from adapt.tracking.plots import (  # noqa: E402
     spread_labels,
 )
 from adapt.tracking.report import format_pct, load_run, print_report, write_report  # noqa: E402
+from adapt.tracking.wandb_file import offline_run_dirs, read_offline_wandb_history  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
