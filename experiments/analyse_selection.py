@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from adapt.layout import RunLayout
+
 
 def pool_meta(run_dir: Path) -> pd.DataFrame:
     """uid, dataset, skill, noisy, needs_image, rare, dup_group of every sample the run has seen."""
-    pool = pd.read_parquet(run_dir / "pool" / "samples.parquet", columns=["uid", "dataset", "record"])
+    pool = pd.read_parquet(RunLayout(run_dir).pool.samples, columns=["uid", "dataset", "record"])
     meta = [json.loads(r).get("extra", {}).get("meta", {}) for r in pool["record"]]
     df = pd.DataFrame(meta)
     df.insert(0, "uid", pool["uid"].to_numpy())
@@ -45,9 +47,10 @@ def main() -> None:
     lines, shares = [], []
     for run in args.runs:
         meta = pool_meta(run).set_index("uid")
-        rounds = sorted(int(p.parent.name) for p in (run / "rounds").glob("*/selection.parquet"))
+        layout = RunLayout(run)
+        rounds = [t for t in layout.trained_rounds() if layout.round(t).selection.exists()]
         for t in args.round or rounds:
-            sel = pd.read_parquet(run / "rounds" / str(t) / "selection.parquet", columns=["uid", "selected"])
+            sel = pd.read_parquet(layout.round(t).selection, columns=["uid", "selected"])
             rows = meta.loc[sel["uid"]]
             picked = rows[sel["selected"].to_numpy()]
             lines.append({"run": run.name, "round": t, "of": "pool", **summarise(rows)})

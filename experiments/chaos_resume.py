@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from adapt.layout import RunLayout
+
 PHASES = ("ingest", "features", "select", "train", "evaluate", "prune", "checkpoint")
 TIMING_KEYS = {"phase_seconds", "wall_seconds"}
 
@@ -46,7 +48,7 @@ def _adapt(*args: str) -> subprocess.Popen:
 
 def _state(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / "state.json").read_text())
+        return json.loads(RunLayout(run_dir).state.read_text())
     except (OSError, ValueError):
         return {}
 
@@ -109,26 +111,26 @@ def kill_at(proc: subprocess.Popen, run_dir: Path, target: tuple[int, str], dela
 def same_outcome(a: Path, b: Path) -> list[str]:
     """What differs between two finished runs (empty: identical)."""
     diffs = []
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    la, lb = RunLayout(a), RunLayout(b)
+    ma, mb = (json.loads(layout.metrics.read_text()) for layout in (la, lb))
     keys = sorted(k for k in set(ma) | set(mb) if k not in TIMING_KEYS and ma.get(k) != mb.get(k))
     if keys:
-        diffs.append(f"metrics.json ({', '.join(keys)})")
-    rounds = sorted(p.name for p in (a / "rounds").iterdir() if p.name.isdigit())
-    for t in rounds:
-        sa, sb = a / "rounds" / t / "selection.parquet", b / "rounds" / t / "selection.parquet"
+        diffs.append(f"{la.metrics.relative_to(a).as_posix()} ({', '.join(keys)})")
+    for t in sorted(la.trained_rounds(), key=str):  # in the order of the folder names, as before
+        sa, sb = la.round(t).selection, lb.round(t).selection
         if not sb.is_file() or not pd.read_parquet(sa).equals(pd.read_parquet(sb)):
-            diffs.append(f"rounds/{t}/selection.parquet")
+            diffs.append(sa.relative_to(a).as_posix())
     if not _pool(a).equals(_pool(b)):
         diffs.append("pool")
     if _events(a) != _events(b):
-        diffs.append("metrics.jsonl")
+        diffs.append(la.events.relative_to(a).as_posix())
     return diffs
 
 
 def _pool(run_dir: Path) -> pd.DataFrame:
     """The pool, its records' image paths made relative to the run directory (the demo config writes
     its data into RUN_DIR/data, so each run's samples name its own copy of the same images)."""
-    pool = pd.read_parquet(run_dir / "pool" / "samples.parquet")
+    pool = pd.read_parquet(RunLayout(run_dir).pool.samples)
     pool["record"] = pool["record"].str.replace(str(run_dir.resolve()), "RUN_DIR", regex=False)
     return pool
 
@@ -136,7 +138,7 @@ def _pool(run_dir: Path) -> pd.DataFrame:
 def _events(run_dir: Path) -> list[dict]:
     """metrics.jsonl's events without their times (and the config event's paths, which name the run dir)."""
     out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in RunLayout(run_dir).events.read_text().splitlines():
         e = json.loads(line)
         e.pop("time", None)
         if e.get("event") == "config":
@@ -222,7 +224,7 @@ def main() -> None:
         journal_path.write_text(json.dumps(journal[0]) + "\n")
     start = time.perf_counter()
     spans_entry = next((j for j in journal if "spans" in j), None)
-    if spans_entry is None or not (ref / "metrics.json").is_file():
+    if spans_entry is None or not RunLayout(ref).metrics.is_file():
         if ref.exists():
             shutil.rmtree(ref)
         spans = reference(args.config, args.sets, ref)

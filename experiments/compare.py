@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapt.data.demo_stream import STREAMS, write_demo_stream  # noqa: E402
 from adapt.evaluation.continual_metrics import forgetting_per_task, relative_score  # noqa: E402
+from adapt.layout import RunLayout, stream_manifest  # noqa: E402
 from adapt.tracking.report import load_run  # noqa: E402
 
 PRUNE = "pool.max_size=0.5"  # Adapt-∞ keeps at most half of every sample seen (permanent pruning)
@@ -86,15 +87,16 @@ def run_dir(runs: Path, stream: str, row: str, seed: int) -> Path:
 
 
 def finished(run: Path) -> bool:
+    layout = RunLayout(run)
     try:
-        state = json.loads((run / "state.json").read_text())
+        state = json.loads(layout.state.read_text())
     except (OSError, ValueError):
         return False
-    return state.get("status") == "finished" and (run / "metrics.json").is_file()
+    return state.get("status") == "finished" and layout.metrics.is_file()
 
 
 def command(args: argparse.Namespace, row: str, seed: int, run: Path) -> list[str]:
-    if (run / "state.json").is_file():
+    if RunLayout(run).state.is_file():
         return [sys.executable, "-m", "adapt", "run", "--resume", str(run), "--quiet"]
     return [sys.executable, "-m", "adapt", "run", str(args.config), *ROWS[row].overrides, f"seed={seed}",
             f"stream.builtin={args.stream}", f"stream.scale={args.scale}", f"stream.data_dir={data_dir(args)}",
@@ -123,7 +125,7 @@ def run_grid(args: argparse.Namespace) -> None:
     todo = [(r, s) for r in args.rows for s in args.seeds if not finished(run_dir(args.runs, args.stream, r, s))]
     if not todo:
         return
-    manifest = data_dir(args) / "stream.json"
+    manifest = stream_manifest(data_dir(args))
     if not manifest.is_file():
         write_demo_stream(data_dir(args), seed=args.stream_seed, stream=args.stream, scale=args.scale)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
@@ -167,8 +169,8 @@ def last_predictions(rd: Path) -> "pd.DataFrame | None":
     """The last round's ``predictions.jsonl`` of a run directory as a DataFrame (None if no round has one)."""
     import pandas as pd
 
-    last = sorted((p for p in (rd / "rounds").glob("*/predictions.jsonl") if p.parent.name.isdigit()),
-                  key=lambda p: int(p.parent.name))
+    layout = RunLayout(rd)
+    last = [layout.round(t).predictions for t in layout.trained_rounds() if layout.round(t).predictions.exists()]
     return pd.read_json(last[-1], lines=True, dtype={"prediction": str, "reference": str}) if last else None
 
 
@@ -179,7 +181,7 @@ def chance(run: dict, tasks: list[str]) -> list[float | None]:
 
     rd = Path(run["run_dir"])
     metric = {d.get("task", d["name"]): d.get("metric", "exact")
-              for d in json.loads((rd / "stream.json").read_text())["datasets"]}
+              for d in json.loads(RunLayout(rd).stream.read_text())["datasets"]}
     preds = last_predictions(rd)
     if preds is None or "reference" not in preds:
         return [None] * len(tasks)
@@ -194,17 +196,19 @@ def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, in
     import pandas as pd
 
     rd = Path(run["run_dir"])
-    pool = pd.read_parquet(rd / "pool" / "samples.parquet", columns=["uid", "record"])
+    layout = RunLayout(rd)
+    pool = pd.read_parquet(layout.pool.samples, columns=["uid", "record"])
     rare = {u: bool(json.loads(r).get("extra", {}).get("meta", {}).get("rare", False))
             for u, r in zip(pool["uid"], pool["record"])}
     sel_n = sel_rare = pool_n = pool_rare = 0
-    for path in sorted((rd / "rounds").glob("*/selection.parquet")):
+    selections = [layout.round(t).selection for t in layout.trained_rounds()]
+    for path in sorted(p for p in selections if p.exists()):
         sel = pd.read_parquet(path, columns=["uid", "selected"])
         flags = sel["uid"].map(rare).fillna(False).astype(bool)
         pool_n, pool_rare = pool_n + len(sel), pool_rare + int(flags.sum())
         sel_n, sel_rare = sel_n + int(sel["selected"].sum()), sel_rare + int(flags[sel["selected"]].sum())
     eval_rare: set[str] = set()
-    for d in json.loads((rd / "stream.json").read_text())["datasets"]:
+    for d in json.loads(layout.stream.read_text())["datasets"]:
         if d.get("eval"):
             eval_rare |= {f"{d['name']}/{r['id']}" for r in json.loads(Path(d["eval"]).read_text())
                           if r.get("meta", {}).get("rare")}
