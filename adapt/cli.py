@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapt.errors import AdaptError, InputError
+from adapt.layout import RunLayout, round_name
 
 app = typer.Typer(
     add_completion=False,
@@ -55,7 +56,7 @@ def run(
     """Run a continual experiment round by round (or continue one with --resume)."""
     _quiet_libraries()
     from adapt.config import load_config
-    from adapt.loop import ContinualRun
+    from adapt.run import ContinualRun
 
     try:
         if resume is not None:
@@ -147,7 +148,8 @@ def add_dataset(
     (stream.check_images, max_sample_mb, skip_invalid): a run going on ingests it as its next
     round; a finished or stopped one with `adapt run --resume`."""
     _quiet_libraries()
-    from adapt.data.stream import StreamEntry, load_stream
+    from adapt.config import DatasetEntry
+    from adapt.data.stream import load_stream
     from adapt.data.stream import add_dataset as add_to_stream
     from adapt.evaluation.answer_scorers import ANSWER_SCORERS
 
@@ -155,10 +157,10 @@ def add_dataset(
         run_dir = run_dir.resolve()
         if any(e.name == name for e in load_stream(run_dir)):
             raise InputError(f"{run_dir}: the stream already has a dataset named {name!r}")
-        if metric not in ANSWER_SCORERS:
-            raise InputError(f"--metric: unknown scorer {metric!r}; known: {', '.join(ANSWER_SCORERS.names())}")
-        added = add_to_stream(run_dir, StreamEntry(name, str(path), str(eval_path) if eval_path else None, metric,
-                                                   task, str(image_root) if image_root else None), progress=True)
+        ANSWER_SCORERS.check(metric, "--metric")
+        entry = DatasetEntry(name=name, train=str(path), eval=str(eval_path) if eval_path else None, metric=metric,
+                             task=task, image_root=str(image_root) if image_root else None)
+        added = add_to_stream(run_dir, entry, progress=True)
     except AdaptError as exc:
         _fail(exc)
         return
@@ -204,7 +206,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     from adapt.io import read_json
 
     try:
-        state_path = run_dir / "state.json"
+        state_path = RunLayout(run_dir).state
         if not state_path.is_file():
             raise AdaptError(f"{state_path}: not found; is {run_dir} a run directory?")
         state = read_json(state_path)
@@ -217,7 +219,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     table.add_column("dataset")
     table.add_column("phases done")
     for t, e in enumerate(entries):
-        done = [k.split(":")[1] for k in state["finished"] if k.split(":")[0] == str(t)]
+        done = [k.split(":")[1] for k in state["finished"] if k.split(":")[0] == round_name(t)]
         table.add_row(str(t), e.name, ", ".join(done))
     Console().print(table)
     if state.get("phase"):

@@ -5,13 +5,17 @@ Every section forbids unknown keys, so a typo is an error that names the key and
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from adapt.errors import ConfigError
+
+LEGACY_ADAPT_INF_KEYS = ("k", "experts", "expert_choice", "budget_split", "sampler")
 
 
 class _Section(BaseModel):
@@ -89,6 +93,17 @@ class StreamConfig(_Section):
                                  "no real sample is, and reading one must not fill the memory")
 
 
+class AdaptInfSettings(_Section):
+    """Adapt-∞ (Maharana et al. 2024; METHODS.md, Adapt-∞)."""
+
+    k: Union[StrictInt, Literal["auto"]] = Field(10, description="pseudo-skill clusters (or auto: silhouette)")
+    experts: list[str] = Field(default_factory=lambda: ["ppl", "el2n", "entropy", "grand", "image_grounding"],
+                               description="the selector experts competing in each cluster")
+    expert_choice: str = Field("entropy", description="entropy, or fixed:<expert>")
+    budget_split: str = Field("uniform", description="uniform | proportional | score_std")
+    sampler: str = Field("ccs", description="ccs | top | bottom | random")
+
+
 class TiveSettings(_Section):
     """TIVE (Liu et al. 2024; METHODS.md, TIVE)."""
 
@@ -128,18 +143,30 @@ class GdoSettings(_Section):
 
 
 class SelectionConfig(_Section):
+    """The method and the budget; each method's own settings nested under its name."""
+
     method: str = "random"
     budget: Union[StrictInt, float] = Field(0.25, description="a fraction (float) of the round's pool, or a count (int)")
-    k: Union[StrictInt, Literal["auto"]] = Field(10, description="adapt_inf: pseudo-skill clusters (or auto: silhouette)")
-    experts: list[str] = Field(default_factory=lambda: ["ppl", "el2n", "entropy", "grand", "image_grounding"],
-                               description="adapt_inf: the selector experts competing in each cluster")
-    expert_choice: str = Field("entropy", description="adapt_inf: entropy, or fixed:<expert>")
-    budget_split: str = Field("uniform", description="adapt_inf: uniform | proportional | score_std")
-    sampler: str = Field("ccs", description="adapt_inf: ccs | top | bottom | random")
+    adapt_inf: AdaptInfSettings = AdaptInfSettings()
     tive: TiveSettings = TiveSettings()
     mllm_selector: MllmSelectorSettings = MllmSelectorSettings()
     datatailor: DataTailorSettings = DataTailorSettings()
     gdo: GdoSettings = GdoSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_legacy_adapt_inf_keys(cls, data: Any) -> Any:
+        """Configs written before the settings were nested (``selection.k``, ``selection.experts``, ...)
+        still load: those keys move under ``selection.adapt_inf``, with a warning."""
+        if isinstance(data, dict) and (flat := [k for k in LEGACY_ADAPT_INF_KEYS if k in data]):
+            warnings.warn(f"selection.{', selection.'.join(flat)}: now under selection.adapt_inf "
+                          f"(e.g. selection.adapt_inf.{flat[0]})", DeprecationWarning, stacklevel=2)
+            data = dict(data)
+            nested = dict(data.get("adapt_inf") or {})
+            for k in flat:
+                nested.setdefault(k, data.pop(k))
+            data["adapt_inf"] = nested
+        return data
 
     @field_validator("budget")
     @classmethod
@@ -179,7 +206,10 @@ class EvaluationConfig(_Section):
 class FeaturesConfig(_Section):
     """Per-sample projected LoRA gradients of the whole active pool, every round (adapt/features)."""
 
-    enabled: bool = Field(False, description="compute the features (and the loss-based scores) every round")
+    enabled: bool = Field(False, description="compute the features (and the loss-based scores) in the rounds "
+                          "whose selector or pruning reads them")
+    every_round: bool = Field(False, description="compute them every round even when nothing reads them "
+                              "(for analysis; needs enabled)")
     dim: int = Field(8192, gt=0, description="projection dimension d")
     projector: str = Field("sjlt", description="rademacher | sjlt | trak")
     layers: Union[Literal["all", "last"], list[str]] = Field(
@@ -215,6 +245,12 @@ class ExperimentConfig(_Section):
     features: FeaturesConfig = FeaturesConfig()
     pool: PoolConfig = PoolConfig()
     tracking: TrackingConfig = TrackingConfig()
+    _source: str = PrivateAttr("defaults")  # the file (and overrides) it was read from, for error messages
+
+    @property
+    def source(self) -> str:
+        """Where this config was read from: ``"configs/demo.yaml"``, ``"... (with overrides)"``, ``"defaults"``."""
+        return self._source
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -285,6 +321,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if overrides:
         apply_overrides(data, overrides, source=f"{source} (command-line override)")
     try:
-        return ExperimentConfig.model_validate(data)
+        config = ExperimentConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
+    config._source = source + (" (with overrides)" if overrides else "")
+    return config

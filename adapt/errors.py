@@ -19,6 +19,14 @@ class ConfigError(InputError):
     """A config file or override is invalid; the message names the file and the key."""
 
 
+class UnknownNameError(ConfigError, KeyError):
+    """A name that a registry does not hold (a method, a sampler, an expert, a metric, ...): the
+    message names the key, the file, the name and the known names. Still a ``KeyError``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class DataError(InputError):
     """A dataset is invalid: names the file, the sample (id or line) and the problem."""
 

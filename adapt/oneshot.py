@@ -21,6 +21,7 @@ from adapt.config import DatasetEntry, ExperimentConfig, load_config
 from adapt.data.readers import load_records
 from adapt.errors import AdaptError, InputError
 from adapt.io import write_with_atomic
+from adapt.layout import RunLayout
 
 OUTPUT_FORMATS = (".json", ".jsonl", ".parquet")
 
@@ -37,20 +38,19 @@ def one_shot_config(data: list[Path], model: str, method: str, budget: int | flo
                     overrides: list[str] | None = None, image_root: Path | None = None) -> ExperimentConfig:
     """The config of a one-shot selection: the user's config (or the defaults) with the datasets as
     the stream, the model, the method and the budget; no training, evaluation or tracking."""
-    from adapt.selection import SELECTORS
-    from adapt.selection.mllm_selector import ONE_SHOT_SEED_FRACTION
+    from adapt.methods import SELECTORS
+    from adapt.methods.mllm_selector import ONE_SHOT_SEED_FRACTION
 
     cfg = load_config(config, [*(overrides or []), f"selection.method={method}", f"selection.budget={budget}",
                                f"model.name_or_path={model}", "stream.builtin=null", "tracking.wandb=false",
                                "evaluation.before_training=false", "lora.first_round=lora"])
-    if method not in SELECTORS:
-        raise InputError(f"--method: unknown selector {method!r}; known: {', '.join(SELECTORS.names())}")
+    SELECTORS.check(method, "--method")
     root = str(image_root.resolve()) if image_root is not None else None
     cfg.stream.datasets = [DatasetEntry(name=n, train=str(p.resolve()), image_root=root)
                            for n, p in zip(dataset_names(data), data)]
     if cfg.selection.mllm_selector.seed_fraction is None:  # one shot: a seed model is fine-tuned (the paper)
         cfg.selection.mllm_selector.seed_fraction = ONE_SHOT_SEED_FRACTION
-    if SELECTORS.get(method).needs_features_for(cfg):
+    if SELECTORS.get(method)(cfg).needs_features():
         cfg.features.enabled = True
     return cfg
 
@@ -116,7 +116,7 @@ def select_once(data: list[Path], model: str, method: str, budget: int | float, 
                 config: Path | None = None, overrides: list[str] | None = None, work_dir: Path | None = None,
                 image_root: Path | None = None, progress: bool = True, console: Any = None) -> dict[str, Any]:
     """Run the one-shot selection and write ``out``; returns a summary (counts per dataset, pool size)."""
-    from adapt.loop import ContinualRun
+    from adapt.run import ContinualRun
 
     if not data:
         raise InputError("give at least one dataset")
@@ -126,8 +126,9 @@ def select_once(data: list[Path], model: str, method: str, budget: int | float, 
     names = [d.name for d in cfg.stream.datasets]
     with tempfile.TemporaryDirectory(prefix="adapt-select-") as tmp:
         work = Path(work_dir) if work_dir is not None else Path(tmp) / "work"
-        if (work / "state.json").is_file():
-            stored = load_config(work / "config.yaml")
+        layout = RunLayout(work)
+        if layout.state.is_file():
+            stored = load_config(layout.config)
             if stored.to_dict() != cfg.to_dict():
                 raise AdaptError(f"{work}: holds a selection with other settings; remove it or give another --work-dir")
             run = ContinualRun.resume(work, progress=progress, console=console)

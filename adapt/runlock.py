@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adapt.errors import AdaptError
-
-LOCK_FILE = "run.lock"
-STREAM_LOCK = "stream.lock"  # held while stream.json is read, changed and written back
+from adapt.layout import RunLayout
 
 
 class RunLocked(AdaptError):
@@ -30,11 +28,16 @@ class RunLock:
     """``with RunLock(run_dir):`` holds the run directory for the block; a second holder is refused
     (``wait=False``) or waits (``wait=True``)."""
 
-    def __init__(self, run_dir: str | Path, what: str = "run", file: str = LOCK_FILE, wait: bool = False) -> None:
-        self.path = Path(run_dir) / file
+    def __init__(self, run_dir: str | Path, what: str = "run", wait: bool = False, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else RunLayout(Path(run_dir)).lock
         self.what = what
         self.wait = wait  # block until free (short critical sections, e.g. editing stream.json)
         self._fd: int | None = None
+
+    @classmethod
+    def on_stream(cls, run_dir: str | Path, what: str) -> "RunLock":
+        """The lock held while stream.json is read, changed and written back (waits its turn)."""
+        return cls(run_dir, what, wait=True, path=RunLayout(Path(run_dir)).stream_lock)
 
     def holder(self) -> dict[str, Any]:
         """What the lock file says about its holder ({} when unreadable)."""
@@ -48,7 +51,7 @@ class RunLock:
         if not self.path.is_file():
             return None
         try:
-            RunLock(self.path.parent, file=self.path.name).acquire().release()
+            RunLock(self.path.parent, path=self.path).acquire().release()
         except RunLocked:
             return self.holder()
         return None

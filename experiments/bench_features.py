@@ -48,7 +48,7 @@ def build_tiny(tmp: Path, n: int):
     from adapt.data.demo_stream import write_demo_stream
     from adapt.data.readers import read_dataset
     from adapt.models.loading import load_model
-    from adapt.models.tiny import build_builtin
+    from adapt.builtin import build_builtin
 
     model_dir = build_builtin("tiny-llava", tmp / "model")
     write_demo_stream(tmp / "data", seed=0, scale=0.05, progress=False)

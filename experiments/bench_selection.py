@@ -4,7 +4,7 @@ On a synthetic clustered feature matrix (``--n`` unit rows of ``--dim``, ``--k``
 plus exact and near duplicates) and five synthetic expert scores, each implementation runs in its
 own child process (so that each peak RSS is its own):
 
-  ours       adapt.selection.adapt_inf.adapt_inf_round (faiss spherical k-means, the experts'
+  ours       adapt.methods.adapt_inf.adapt_inf_round (faiss spherical k-means, the experts'
              bookkeeping, the entropy choice per cluster, the uniform budget split, CCS), then
              adapt.selection.pruning.semdedup_keep: nearest earlier neighbour per cluster with a faiss
              inner-product index filled block by block, memory O(block · n_c);
@@ -103,7 +103,7 @@ def peak_rss_gib() -> float:
 
 
 def child(args: argparse.Namespace) -> dict:
-    from adapt.selection.adapt_inf import adapt_inf_round
+    from adapt.methods.adapt_inf import adapt_inf_round
     from adapt.selection.pruning import semdedup_keep
 
     x, scores = synthetic_pool(args.n, args.dim, args.k, args.seed)

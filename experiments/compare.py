@@ -55,8 +55,8 @@ class Row:
 
 
 def _expert_alone(expert: str) -> Row:
-    return Row(f"`{expert}` alone, CCS", ("selection.method=adapt_inf", f"selection.experts=[{expert}]",
-                                           f"selection.expert_choice=fixed:{expert}"))
+    return Row(f"`{expert}` alone, CCS", ("selection.method=adapt_inf", f"selection.adapt_inf.experts=[{expert}]",
+                                           f"selection.adapt_inf.expert_choice=fixed:{expert}"))
 
 
 ROWS: dict[str, Row] = {

@@ -21,7 +21,7 @@ from adapt.data.sample import Sample  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """The three tiny built-in checkpoints, built once per test session."""
-    from adapt.models.tiny import build_builtin
+    from adapt.builtin import build_builtin
 
     root = tmp_path_factory.mktemp("models")
     return {name: build_builtin(name, root / name) for name in ("tiny-llava", "tiny-qwen2-vl", "tiny-causal-lm")}

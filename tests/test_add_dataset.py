@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from adapt.cli import app
 from adapt.config import DatasetEntry, load_config
 from adapt.data.pool import DataPool
-from adapt.data.stream import (AddedDataset, StreamEntry, add_dataset, iter_entry, load_stream, resolve_stream,
+from adapt.data.stream import (AddedDataset, add_dataset, iter_entry, load_stream, resolve_stream,
                                save_stream)
 from adapt.errors import DataError
 
@@ -49,7 +49,7 @@ def garbage_png_dataset(tmp: Path) -> Path:
     return write_dataset("jsonl", data, [qa("ok", image="img/a.png"), qa("g1", image="img/bad.png")], name="new")
 
 
-def ingest(run: Path, entry: StreamEntry) -> int:
+def ingest(run: Path, entry: DatasetEntry) -> int:
     """The run's ingest of ``entry``: its rules, into its pool."""
     rules = load_config(run / "config.yaml").stream
     return DataPool(run / "pool").ingest(iter_entry(entry, "train", rules), dataset=entry.name, round_added=1,
@@ -68,20 +68,26 @@ def test_check_images_false_run_accepts_an_unverifiable_image_and_ingests_it(tmp
     assert set(DataPool(run / "pool").table(status="active")["uid"]) == {"new/ok", "new/g1"}
 
 
+def refused(run: Path, path: Path, name: str, words: list[str]) -> DataError:
+    """The CLI exits 2 naming the file and ``words``, the library raises; stream.json is unchanged
+    byte for byte after each. Returns the library's error."""
+    before = (run / "stream.json").read_bytes()
+    res = runner.invoke(app, ["add-dataset", str(run), str(path), "--name", name])
+    assert res.exit_code == 2 and all(w in res.output for w in [str(path), *words]), res.output
+    assert (run / "stream.json").read_bytes() == before
+    with pytest.raises(DataError) as err:
+        add_dataset(run, DatasetEntry(name=name, train=str(path)))
+    assert (run / "stream.json").read_bytes() == before
+    return err.value
+
+
 def test_check_images_true_run_refuses_an_unverifiable_image_and_keeps_the_stream(tmp_path):
     run = make_run(tmp_path, "stream.check_images=true")
     path = garbage_png_dataset(tmp_path)
-    before = (run / "stream.json").read_bytes()
-    res = runner.invoke(app, ["add-dataset", str(run), str(path), "--name", "new"])
-    assert res.exit_code == 2
-    assert str(path) in res.output and "g1" in res.output and "unreadable image" in res.output
-    assert (run / "stream.json").read_bytes() == before
-    with pytest.raises(DataError) as err:
-        add_dataset(run, StreamEntry("new", str(path), None))
-    assert err.value.sample == "g1 (line 2)" and "unreadable image" in err.value.problem and err.value.path == str(path)
-    assert (run / "stream.json").read_bytes() == before
+    err = refused(run, path, "new", ["g1", "unreadable image"])
+    assert err.sample == "g1 (line 2)" and "unreadable image" in err.problem and err.path == str(path)
     with pytest.raises(DataError, match="unreadable image"):  # and the run's ingest would refuse it the same way
-        ingest(run, StreamEntry("new", str(path), None))
+        ingest(run, DatasetEntry(name="new", train=str(path)))
 
 
 def big_record_dataset(tmp: Path) -> Path:
@@ -91,21 +97,14 @@ def big_record_dataset(tmp: Path) -> Path:
 def test_small_max_sample_mb_refuses_a_large_record_naming_it(tmp_path):
     run = make_run(tmp_path, "stream.max_sample_mb=0.001")
     path = big_record_dataset(tmp_path)
-    before = (run / "stream.json").read_bytes()
-    res = runner.invoke(app, ["add-dataset", str(run), str(path), "--name", "big"])
-    assert res.exit_code == 2
-    assert str(path) in res.output and "stream.max_sample_mb" in res.output and "line 2" in res.output
-    assert (run / "stream.json").read_bytes() == before
-    with pytest.raises(DataError, match="stream.max_sample_mb") as err:
-        add_dataset(run, StreamEntry("big", str(path), None))
-    assert "line 2" in str(err.value.sample)
-    assert (run / "stream.json").read_bytes() == before
+    err = refused(run, path, "big", ["stream.max_sample_mb", "line 2"])
+    assert "stream.max_sample_mb" in err.problem and "line 2" in str(err.sample)
 
 
 def test_default_max_sample_mb_accepts_the_same_dataset(tmp_path):
     run = make_run(tmp_path)
     path = big_record_dataset(tmp_path)
-    added = add_dataset(run, StreamEntry("big", str(path), None))
+    added = add_dataset(run, DatasetEntry(name="big", train=str(path)))
     assert (added.n_train, added.n_eval, added.n_invalid, added.round) == (2, 0, 0, 1)
     assert load_stream(run)[-1] == added.entry
 
@@ -117,10 +116,11 @@ def test_skip_invalid_accepts_a_dataset_with_one_invalid_record_and_counts_it(tm
                                           qa("a3")], name="train")
     ev = write_dataset("jsonl", data, [qa("e1"), qa("e2")], name="eval")
     monkeypatch.chdir(data)  # relative paths are stored absolute
-    added = add_dataset(run, StreamEntry("mixed", "train.jsonl", "eval.jsonl", task="colors"))
+    added = add_dataset(run, DatasetEntry(name="mixed", train="train.jsonl", eval="eval.jsonl", task="colors"))
     assert isinstance(added, AddedDataset)
     assert (added.n_train, added.n_eval, added.n_invalid, added.round) == (2, 2, 1, 1)
-    assert added.entry == StreamEntry("mixed", str(train.resolve()), str(ev.resolve()), "exact", "colors", None)
+    assert added.entry == DatasetEntry(name="mixed", train=str(train.resolve()), eval=str(ev.resolve()), metric="exact",
+                                       task="colors")
     assert load_stream(run)[-1] == added.entry
     seen: list[tuple[DataError, dict]] = []  # the run's ingest reads the same, handing the invalid one over
     rules = load_config(run / "config.yaml").stream
@@ -139,18 +139,18 @@ def test_without_skip_invalid_the_same_dataset_is_refused_and_on_invalid_is_unus
     train = write_dataset("jsonl", data, [qa("a1"), qa("a2", image="img/missing.png")], name="train")
     before = (run / "stream.json").read_bytes()
     with pytest.raises(DataError, match="image file missing") as err:
-        add_dataset(run, StreamEntry("mixed", str(train), None))
+        add_dataset(run, DatasetEntry(name="mixed", train=str(train)))
     assert err.value.sample == "a2 (line 2)"
     assert (run / "stream.json").read_bytes() == before
     rules = load_config(run / "config.yaml").stream
     with pytest.raises(DataError, match="image file missing"):
-        list(iter_entry(StreamEntry("mixed", str(train), None), "train", rules, on_invalid=lambda e, r: None))
+        list(iter_entry(DatasetEntry(name="mixed", train=str(train)), "train", rules, on_invalid=lambda e, r: None))
 
 
 def test_a_duplicate_name_is_refused_before_reading(tmp_path):
     run = make_run(tmp_path)
     before = (run / "stream.json").read_bytes()
     with pytest.raises(Exception, match="already has a dataset named 'base'"):
-        add_dataset(run, StreamEntry("base", str(tmp_path / "nowhere.jsonl"), None))
+        add_dataset(run, DatasetEntry(name="base", train=str(tmp_path / "nowhere.jsonl")))
     assert (run / "stream.json").read_bytes() == before
     assert json.loads(before)["datasets"][0]["name"] == "base"

@@ -96,16 +96,17 @@ def test_bad_settings_exit_2_naming_the_key_before_anything_is_trained(tmp_path)
                               str(tmp_path / "r0")])
     assert res.exit_code == 2 and "model.name_or_path: /no/such/ckpt" in res.output
     assert not (tmp_path / "r0").exists()
-    for i, (extra, words) in enumerate([
-        (["selection.method=random", "selection.budget=100000"], "selection.budget=100000 is more than round 0"),
-        (["selection.method=adapt_inf", "features.enabled=true", "features.dim=16", "selection.k=500"],
-         "selection.k=500 clusters, but round 0's active pool holds"),
+    for i, (extra, words, phase) in enumerate([  # the budget is checked once the pool is known, right after ingest
+        (["selection.method=random", "selection.budget=100000"], "selection.budget=100000 is more than round 0",
+         "ingest"),
+        (["selection.method=adapt_inf", "features.enabled=true", "features.dim=16", "selection.adapt_inf.k=500"],
+         "selection.adapt_inf.k=500 clusters, but round 0's active pool holds", "select"),
     ]):
         run = tmp_path / f"r{i + 1}"
         res = runner.invoke(app, ["run", str(cfg), *base, *extra, "--run-dir", str(run)])
         assert res.exit_code == 2 and words in res.output, res.output
         pool = (run / "pool/samples.parquet").read_bytes()
         state = json.loads((run / "state.json").read_text())
-        assert state["phase"] == "select" and "0:select" not in state["finished"]
+        assert state["phase"] == phase and f"0:{phase}" not in state["finished"]
         res = runner.invoke(app, ["run", "--resume", str(run)])
         assert res.exit_code == 2 and (run / "pool/samples.parquet").read_bytes() == pool

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from adapt.data.demo_stream import DEMO_DATASETS, STREAMS, write_demo_stream
+from adapt.errors import UnknownNameError
 from adapt.data.readers import read_dataset
 
 SCALE = 0.1
@@ -130,8 +131,9 @@ def test_answers_match_their_metric(stream: Path) -> None:
 
 
 def test_unknown_stream_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="known: default"):
+    with pytest.raises(UnknownNameError, match="key 'stream.builtin': unknown built-in stream 'nope'; known: alt, default"):
         write_demo_stream(tmp_path, stream="nope")
+    assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_the_alt_stream_has_another_order_sizes_and_draws(stream: Path, tmp_path: Path) -> None:

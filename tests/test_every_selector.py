@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from adapt.cli import app
 from adapt.config import DatasetEntry, load_config
 from adapt.data.demo_stream import write_demo_stream
-from adapt.loop import ContinualRun
-from adapt.scoring import SCORERS
-from adapt.selection import SELECTORS
+from adapt.run import ContinualRun
+from adapt.methods import SCORERS
+from adapt.methods import SELECTORS
 
 runner = CliRunner()
-FAST = ["features.dim=64", "lora.r=4", "training.batch_size=16", "selection.k=3", "selection.mllm_selector.groups=3",
+FAST = ["features.dim=64", "lora.r=4", "training.batch_size=16", "selection.adapt_inf.k=3", "selection.mllm_selector.groups=3",
         "selection.gdo.coverage_k=3", "evaluation.batch_size=16"]
 TAKES_ALL = {"full", "multitask"}
 SEED_PAPERS = {"tive", "mllm_selector", "datatailor", "gdo"}
@@ -101,7 +101,7 @@ def _one_round(demo: Path, tmp_path: Path, method: str, *extra: str):
 
 @pytest.mark.parametrize("method", SELECTORS.names())
 def test_every_selector_runs_one_round_of_a_run(method, demo, tmp_path):
-    extra = [f"selection.experts=[{','.join(SCORERS.names())}]"] if method == "adapt_inf" else []
+    extra = [f"selection.adapt_inf.experts=[{','.join(SCORERS.names())}]"] if method == "adapt_inf" else []
     metrics = _one_round(demo, tmp_path, method, *extra)
     assert metrics["rounds_done"] == 1
     sel = pd.read_parquet(tmp_path / "run/rounds/0/selection.parquet")
@@ -125,7 +125,7 @@ def test_warm_up_is_reloaded_not_retrained(tiny_models, toy_samples, tmp_path):
 
     from adapt.models.loading import load_model
     from adapt.models.lora import add_new_adapter
-    from adapt.selection.inputs import warm_up
+    from adapt.methods.reference import warm_up
 
     cfg = load_config(None, ["lora.r=4", "training.batch_size=2", "training.lr=0.01"])
     bundle = load_model(tiny_models["tiny-llava"])

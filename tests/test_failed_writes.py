@@ -13,12 +13,13 @@ import pytest
 
 from adapt.config import load_config
 from adapt.errors import WriteError
-from adapt.loop import ContinualRun
+from adapt.run import ContinualRun
+from adapt.run.models import ModelChain
 
 TIMING = {"phase_seconds", "wall_seconds"}
 SMALL = ["stream.scale=0.03", "training.epochs=1", "training.batch_size=16", "evaluation.max_samples=8",
          "evaluation.max_new_tokens=8", "lora.r=4", "tracking.wandb=false", "features.enabled=true",
-         "features.dim=32", "selection.method=adapt_inf", "selection.k=2", "selection.budget=0.3"]
+         "features.dim=32", "selection.method=adapt_inf", "selection.adapt_inf.k=2", "selection.budget=0.3"]
 
 
 def _cfg(tmp: Path):
@@ -68,7 +69,7 @@ def test_a_failed_write_keeps_what_was_stored_and_resume_finishes(target, refere
             raise _enospc("features.f16")
         return real_fallocate(fd, offset, size)
 
-    real_save = ContinualRun._save_model
+    real_save = ModelChain.save_weights
 
     def failing_save(model, bundle, out, full):  # round 2's adapter, half-written
         if target == "adapter" and nth("adapter", 3):
@@ -79,7 +80,7 @@ def test_a_failed_write_keeps_what_was_stored_and_resume_finishes(target, refere
 
     monkeypatch.setattr(io_mod.os, "replace", failing_replace)
     monkeypatch.setattr(store_mod.os, "posix_fallocate", failing_fallocate)
-    monkeypatch.setattr(ContinualRun, "_save_model", staticmethod(failing_save))
+    monkeypatch.setattr(ModelChain, "save_weights", staticmethod(failing_save))
     run = ContinualRun.create(run_dir, _cfg(ref_dir), progress=False)
     with pytest.raises(WriteError) as info:
         run.run()

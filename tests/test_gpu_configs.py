@@ -25,7 +25,7 @@ def test_real_model_configs_put_lora_on_the_language_model_only(config, family, 
     from peft.tuners.lora import LoraLayer
 
     cfg = load_config(ROOT / "configs" / config, [f"model.name_or_path={tiny_models[family]}"])
-    assert (cfg.lora.r, cfg.features.dim, cfg.selection.k, cfg.selection.method) == \
+    assert (cfg.lora.r, cfg.features.dim, cfg.selection.adapt_inf.k, cfg.selection.method) == \
         ((128 if family == "tiny-llava" else 64), 8192, 10, "adapt_inf")
     base = load_model(tiny_models[family]).model
     expected = sorted(n for n, m in base.named_modules()

@@ -17,7 +17,7 @@ import pytest
 
 from adapt.config import load_config
 from adapt.evaluation.continual_metrics import continual_metrics
-from adapt.loop import ContinualRun
+from adapt.run import ContinualRun
 
 from tolerances import assert_within_one_ulp
 
@@ -248,9 +248,9 @@ def test_two_processes_under_accelerate_launch(tmp_path):
     assert train["steps"] == math.ceil(math.ceil(batches / 2) * train["epochs"])
     # the gathered answers are, sample by sample, the answers one process gives with the saved model
     run = ContinualRun.resume(run_dir, progress=False)
-    bundle = run._model_after(5)
+    bundle = run.models.after(5)
     preds = pd.read_json(run_dir / "rounds/5/predictions.jsonl", lines=True)
-    for task in run._eval_tasks():
+    for task in run.phases.eval_tasks():
         samples = task.samples[: run.config.evaluation.max_samples]
         ours = generate_answers(bundle.model, bundle.family, samples, run.config.evaluation,
                                 run.config.model.max_length, progress=False)
@@ -271,8 +271,8 @@ def test_features_every_round_match_a_direct_computation(tmp_path):
     from adapt.features.store import FeatureStore
     from adapt.models.collate import Collator
 
-    cfg = small_config(tmp_path, "selection.method=random", "features.enabled=true", "features.dim=256",
-                       "features.batch_size=8", "model.dtype=float64")  # compared to one ulp: tests/tolerances.py
+    cfg = small_config(tmp_path, "selection.method=random", "features.enabled=true", "features.every_round=true",
+                       "features.dim=256", "features.batch_size=8", "model.dtype=float64")  # compared to one ulp: tests/tolerances.py
     run = ContinualRun.create(tmp_path / "run", cfg, progress=False)
     metrics = run.run()
     assert metrics["phase_seconds"]["features"] > 0
@@ -282,7 +282,7 @@ def test_features_every_round_match_a_direct_computation(tmp_path):
     t = 2
     store = FeatureStore(tmp_path / "run" / f"rounds/{t}/features")
     run = ContinualRun.resume(tmp_path / "run", progress=False)
-    bundle, full = run._model_to_train(t)
+    bundle, full = run.models.to_train(t)
     assert not full
     samples = run.pool.samples(store.uids()[:4])
     batch = Collator(bundle.family, cfg.model.max_length)(samples)
@@ -303,11 +303,11 @@ def test_adapt_inf_round_by_round(tmp_path):
 
     with pytest.raises(Exception, match="features.enabled"):
         ContinualRun.create(tmp_path / "nofeat", small_config(tmp_path, "selection.method=adapt_inf"), progress=False)
-    cfg = small_config(tmp_path, "selection.method=adapt_inf", "selection.k=3", "features.enabled=true",
+    cfg = small_config(tmp_path, "selection.method=adapt_inf", "selection.adapt_inf.k=3", "features.enabled=true",
                        "features.dim=64", "selection.budget=0.3")
     metrics = ContinualRun.create(tmp_path / "run", cfg, progress=False).run()
     assert len(metrics["accuracy_matrix"]) == 6
-    experts = cfg.selection.experts
+    experts = cfg.selection.adapt_inf.experts
     for t in range(6):
         sel = pd.read_parquet(tmp_path / "run" / f"rounds/{t}/selection.parquet")
         scores = pd.read_parquet(tmp_path / "run" / f"rounds/{t}/scores.parquet")
@@ -339,14 +339,14 @@ def test_adapt_inf_prunes_with_semdedup_to_the_cap(tmp_path, embedding, store):
     from adapt.data.pool import DataPool
     from adapt.features.store import FeatureStore
 
-    cfg = small_config(tmp_path, "selection.method=adapt_inf", "selection.k=2", "features.enabled=true",
-                       "features.dim=64", "pool.max_size=40", "selection.experts=[ppl, el2n]",
+    cfg = small_config(tmp_path, "selection.method=adapt_inf", "selection.adapt_inf.k=2", "features.enabled=true",
+                       "features.dim=64", "pool.max_size=40", "selection.adapt_inf.experts=[ppl, el2n]",
                        f"pool.prune_embedding={embedding}")
     metrics = ContinualRun.create(tmp_path / "run", cfg, progress=False).run()
     assert all(n <= 40 for n in metrics["pool_size"]) and metrics["pool_size"][-1] == 40
     pool = DataPool(tmp_path / "run" / "pool")
     pruned = pool.table(status="pruned", columns=["uid", "pruned_round", "pruned_reason"])
-    assert len(pruned) > 0 and set(pruned["pruned_reason"]) == {f"semdedup on {store} (adapt_inf)"}
+    assert len(pruned) > 0 and set(pruned["pruned_reason"]) == {f"semdedup on {embedding} (adapt_inf)"}
     assert len(pool) == 40
     last = max(int(r) for r in pruned["pruned_round"])
     assert (tmp_path / "run" / f"rounds/{last}/hidden/meta.json").is_file() == (embedding == "hidden")

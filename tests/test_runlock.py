@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from adapt.cli import app
 from adapt.config import DatasetEntry, load_config
 from adapt.data.demo_stream import write_demo_stream
-from adapt.loop import ContinualRun
+from adapt.run import ContinualRun
+from adapt.run.phases import RoundPhases
 from adapt.runlock import RunLock, RunLocked
 
 runner = CliRunner()
@@ -71,7 +72,7 @@ def test_a_dataset_added_during_a_run_is_its_next_round(tmp_path, monkeypatch):
     cfg.stream.datasets = [DatasetEntry(name="grounding", train=str(data / "grounding/train.json"),
                                         eval=str(data / "grounding/eval.json"))]
     run = ContinualRun.create(tmp_path / "run", cfg, progress=False)
-    train = ContinualRun.phase_train
+    train = RoundPhases.train
     added = []
 
     def train_then_add(self, t):  # another user adds a dataset while round 0 trains
@@ -81,7 +82,7 @@ def test_a_dataset_added_during_a_run_is_its_next_round(tmp_path, monkeypatch):
                                       "--name", "reasoning", "--eval", str(data / "reasoning/eval.json")])
             added.append(res)
 
-    monkeypatch.setattr(ContinualRun, "phase_train", train_then_add)
+    monkeypatch.setattr(RoundPhases, "train", train_then_add)
     metrics = run.run()
     assert added and added[0].exit_code == 0, added[0].output
     assert metrics["tasks"] == ["grounding", "reasoning"] and metrics["rounds_done"] == 2

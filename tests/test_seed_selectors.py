@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from adapt.data.sample import Sample
-from adapt.selection.datatailor import (datatailor_select, datatailor_values, percentile_rank, representativeness,
+from adapt.methods.datatailor import (datatailor_select, datatailor_values, percentile_rank, representativeness,
                                         spectral_entropy, uniqueness, ward_clusters)
-from adapt.selection.gdo import content_hash, gdo_construct, is_multiple_choice, quality, robust_z, strata
-from adapt.selection.mllm_selector import mllm_selector_pick, seed_rows
-from adapt.selection.tive import instance_values, task_budgets, task_values, tive_select, warmup_rows
+from adapt.methods.gdo import content_hash, gdo_construct, is_multiple_choice, quality, robust_z, strata
+from adapt.methods.mllm_selector import mllm_selector_pick, seed_rows
+from adapt.methods.tive import instance_values, task_budgets, task_values, tive_select, warmup_rows
 
 from tolerances import unit_norm_atol
 

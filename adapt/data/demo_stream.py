@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from adapt.io import write_text_atomic
+from adapt.layout import stream_manifest
+from adapt.registry import Registry
 
 SIZE = 32
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -389,6 +391,9 @@ STREAMS: dict[str, StreamSpec] = {
 }
 
 
+STREAM_NAMES: Registry[StreamSpec] = Registry.of("built-in stream", STREAMS)
+
+
 def _items(spec: DatasetSpec, n: int, rng: np.random.Generator, split: str,
            proto: Proto, item: ItemFn) -> list[tuple[Item, int, bool]]:
     """n items. Train: a share of them near-duplicates of earlier prototypes, a few wrong labels.
@@ -455,8 +460,7 @@ def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default
     Deterministic: the same ``seed``/``stream``/``scale`` give byte-identical files (one
     ``default_rng`` per dataset and split, no global RNG). ``scale`` multiplies train sizes only.
     """
-    if stream not in STREAMS:
-        raise ValueError(f"unknown built-in stream {stream!r}; known: {', '.join(STREAMS)}")
+    STREAM_NAMES.check(stream, "stream.builtin")
     from sklearn.datasets import load_digits
 
     out_dir = Path(out_dir)
@@ -487,7 +491,7 @@ def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default
         entries.append({"name": name, "task": name, "metric": spec.metric, "train": f"{name}/train.json",
                         "eval": f"{name}/eval.json", "description": spec.description})
     bar.close()
-    manifest = out_dir / "stream.json"
+    manifest = stream_manifest(out_dir)
     write_text_atomic(manifest, json.dumps({"name": stream, "seed": seed, "scale": scale, "datasets": entries},
                                            indent=1) + "\n")  # last: a folder without it is written again
     return manifest

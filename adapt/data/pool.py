@@ -49,7 +49,8 @@ import pyarrow.parquet as pq
 
 from adapt.data.sample import Sample
 from adapt.errors import AdaptError, CorruptFileError, DataError
-from adapt.io import write_json_atomic, write_with_atomic
+from adapt.io import write_json_atomic, write_text_atomic, write_with_atomic
+from adapt.layout import PoolLayout
 
 __all__ = ["ACTIVE", "PRUNED", "SCHEMA", "DataPool", "UnknownUidError", "fingerprint", "fingerprint_records"]
 
@@ -57,7 +58,6 @@ FORMAT_VERSION = 1
 ACTIVE, PRUNED = "active", "pruned"
 STATUSES = (ACTIVE, PRUNED)
 META_KEY = b"adapt_pool"
-SAMPLES_FILE, MANIFEST_FILE = "samples.parquet", "manifest.json"
 WRITE_BATCH = 8192  # rows per Parquet row group, and per batch a rewrite streams
 
 SCHEMA = pa.schema([
@@ -221,11 +221,11 @@ class DataPool:
 
     @property
     def samples_path(self) -> Path:
-        return self.root / SAMPLES_FILE
+        return PoolLayout(self.root).samples
 
     @property
     def manifest_path(self) -> Path:
-        return self.root / MANIFEST_FILE
+        return PoolLayout(self.root).manifest
 
     # ------------------------------------------------------------------------------ loading
     def _disk_signature(self) -> tuple[Any, Any]:
@@ -380,12 +380,26 @@ class DataPool:
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files a killed writer left behind (``adapt.io.atomic_path`` names them ``.NAME.*.tmp``)."""
-        for name in (SAMPLES_FILE, MANIFEST_FILE):
+        for name in (self.samples_path.name, self.manifest_path.name):
             for p in self.root.glob(f".{name}.*.tmp"):
                 try:
                     p.unlink()
                 except OSError:
                     pass
+
+    @property
+    def rejected_path(self) -> Path:
+        """The samples ``stream.skip_invalid`` quarantined, one JSON line each, with their reasons."""
+        return PoolLayout(self.root).rejected
+
+    def quarantine(self, dataset: str, split: str, rejected: list[dict[str, Any]]) -> None:
+        """Replace ``dataset``/``split``'s lines of :attr:`rejected_path` with ``rejected``, atomically."""
+        path = self.rejected_path
+        old = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line] \
+            if path.is_file() else []
+        rows = [r for r in old if (r["dataset"], r["split"]) != (dataset, split)] + rejected
+        if rows or path.is_file():
+            write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
     def ingest(self, samples: Iterable[Sample], dataset: str, round_added: int, source: str = "") -> int:
         """Append a dataset to the pool, all or nothing, streaming: ``samples`` may be a generator

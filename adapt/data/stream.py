@@ -2,47 +2,36 @@
 
 Resolved once when a run is created (built-in synthetic stream written to disk, relative paths made
 absolute) and kept in RUN_DIR/stream.json; :func:`add_dataset` (``adapt add-dataset``) appends to
-it. :func:`iter_entry` reads a dataset of it with a run's reading rules (``stream.check_images``,
+it. Each entry is a :class:`~adapt.config.DatasetEntry`, the config's own record, paths made absolute.
+:func:`iter_entry` reads a dataset of it with a run's reading rules (``stream.check_images``,
 ``stream.max_sample_mb``, ``stream.skip_invalid``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapt.config import ExperimentConfig, StreamConfig, load_config
+from pydantic import ValidationError
+
+from adapt.config import DatasetEntry, ExperimentConfig, StreamConfig, load_config
 from adapt.data.readers import iter_dataset
 from adapt.data.sample import Sample
 from adapt.errors import AdaptError, ConfigError, CorruptFileError, DataError, InputError
 from adapt.io import read_json, write_json_atomic
-
-STREAM_FILE = "stream.json"
-
-
-@dataclass
-class StreamEntry:
-    name: str
-    train: str
-    eval: str | None
-    metric: str = "exact"
-    task: str | None = None
-    image_root: str | None = None
-
-    @property
-    def task_name(self) -> str:
-        return self.task or self.name
+from adapt.layout import RunLayout, stream_manifest
 
 
-def builtin_entries(config: ExperimentConfig, run_dir: Path, progress: bool = True) -> list[StreamEntry]:
+
+def builtin_entries(config: ExperimentConfig, run_dir: Path, progress: bool = True) -> list[DatasetEntry]:
     """Write the built-in synthetic stream (once) and list its datasets."""
     from adapt.data.demo_stream import write_demo_stream
 
     s = config.stream
-    data_dir = Path(s.data_dir).expanduser().resolve() if s.data_dir else run_dir / "data"
-    manifest = data_dir / "stream.json"
+    data_dir = Path(s.data_dir).expanduser().resolve() if s.data_dir else RunLayout(run_dir).data
+    manifest = stream_manifest(data_dir)
     if manifest.is_file():
         meta = read_json(manifest)
         if (meta.get("name"), meta.get("seed"), meta.get("scale")) != (s.builtin, s.seed, s.scale):
@@ -55,7 +44,7 @@ def builtin_entries(config: ExperimentConfig, run_dir: Path, progress: bool = Tr
         meta = read_json(manifest)
     root = manifest.parent
     return [
-        StreamEntry(
+        DatasetEntry(
             name=d["name"], train=str(root / d["train"]), eval=str(root / d["eval"]) if d.get("eval") else None,
             metric=d.get("metric", "exact"), task=d.get("task"),
         )
@@ -64,9 +53,9 @@ def builtin_entries(config: ExperimentConfig, run_dir: Path, progress: bool = Tr
 
 
 def resolve_stream(config: ExperimentConfig, run_dir: Path, base_dir: Path | None = None,
-                   progress: bool = True) -> list[StreamEntry]:
+                   progress: bool = True) -> list[DatasetEntry]:
     """The built-in stream (if any) followed by the config's datasets, paths made absolute."""
-    entries: list[StreamEntry] = []
+    entries: list[DatasetEntry] = []
     if config.stream.builtin:
         entries.extend(builtin_entries(config, run_dir, progress))
     base = base_dir or Path.cwd()
@@ -74,7 +63,8 @@ def resolve_stream(config: ExperimentConfig, run_dir: Path, base_dir: Path | Non
         def absolute(p: str | None) -> str | None:
             return None if p is None else str((base / Path(p).expanduser()).resolve())
 
-        entries.append(StreamEntry(d.name, absolute(d.train), absolute(d.eval), d.metric, d.task, absolute(d.image_root)))
+        entries.append(d.model_copy(update={"train": absolute(d.train), "eval": absolute(d.eval),
+                                            "image_root": absolute(d.image_root)}))
     names = [e.name for e in entries]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -84,21 +74,21 @@ def resolve_stream(config: ExperimentConfig, run_dir: Path, base_dir: Path | Non
     return entries
 
 
-def save_stream(run_dir: Path, entries: list[StreamEntry]) -> None:
-    write_json_atomic(run_dir / STREAM_FILE, {"datasets": [asdict(e) for e in entries]})
+def save_stream(run_dir: Path, entries: list[DatasetEntry]) -> None:
+    write_json_atomic(RunLayout(run_dir).stream, {"datasets": [e.model_dump() for e in entries]})
 
 
-def load_stream(run_dir: Path) -> list[StreamEntry]:
-    path = run_dir / STREAM_FILE
+def load_stream(run_dir: Path) -> list[DatasetEntry]:
+    path = RunLayout(run_dir).stream
     if not path.is_file():
         raise AdaptError(f"{path}: not found; is {run_dir} a run directory?")
     try:
-        return [StreamEntry(**d) for d in read_json(path)["datasets"]]
-    except (KeyError, TypeError) as exc:
+        return [DatasetEntry.model_validate(d) for d in read_json(path)["datasets"]]
+    except (KeyError, TypeError, ValidationError) as exc:
         raise CorruptFileError(path, f"not a stream file ({type(exc).__name__}: {exc})") from None
 
 
-def iter_entry(entry: StreamEntry, split: str, rules: StreamConfig,
+def iter_entry(entry: DatasetEntry, split: str, rules: StreamConfig,
                on_invalid: Callable[[DataError, Any], None] | None = None,
                progress: bool = False) -> Iterator[Sample]:
     """One split (``"train"`` or ``"eval"``) of a stream dataset, streaming, read with a run's rules.
@@ -122,7 +112,7 @@ def iter_entry(entry: StreamEntry, split: str, rules: StreamConfig,
 class AddedDataset:
     """What :func:`add_dataset` appended."""
 
-    entry: StreamEntry  # as stored in stream.json, paths absolute
+    entry: DatasetEntry  # as stored in stream.json, paths absolute
     n_train: int
     n_eval: int
     n_invalid: int  # records skipped under stream.skip_invalid (train and eval)
@@ -131,11 +121,11 @@ class AddedDataset:
 
 def _stream_rules(run_dir: Path) -> StreamConfig:
     """The reading rules of the run in ``run_dir`` (its config.yaml; the defaults if it has none)."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunLayout(Path(run_dir)).config
     return load_config(path).stream if path.is_file() else StreamConfig()
 
 
-def add_dataset(run_dir: Path, entry: StreamEntry, progress: bool = False) -> AddedDataset:
+def add_dataset(run_dir: Path, entry: DatasetEntry, progress: bool = False) -> AddedDataset:
     """Check a dataset with the run's own reading rules, then append it to the run's stream.json
     (under the stream lock): a run going on ingests it as its next round.
 
@@ -143,16 +133,16 @@ def add_dataset(run_dir: Path, entry: StreamEntry, progress: bool = False) -> Ad
         InputError: the stream already has a dataset of this name.
         DataError: the dataset is invalid under the run's rules. Nothing is written then.
     """
-    from adapt.runlock import STREAM_LOCK, RunLock
+    from adapt.runlock import RunLock
 
     def absolute(p: str | Path | None) -> str | None:
         return None if p is None else str(Path(p).expanduser().resolve())
 
     run_dir = Path(run_dir).resolve()
-    entry = replace(entry, train=absolute(entry.train), eval=absolute(entry.eval),
-                    image_root=absolute(entry.image_root))
+    entry = entry.model_copy(update={"train": absolute(entry.train), "eval": absolute(entry.eval),
+                                     "image_root": absolute(entry.image_root)})
 
-    def refuse_duplicate(entries: list[StreamEntry]) -> None:
+    def refuse_duplicate(entries: list[DatasetEntry]) -> None:
         if any(e.name == entry.name for e in entries):
             raise InputError(f"{run_dir}: the stream already has a dataset named {entry.name!r}")
 
@@ -166,7 +156,7 @@ def add_dataset(run_dir: Path, entry: StreamEntry, progress: bool = False) -> Ad
     n_train = sum(1 for _ in iter_entry(entry, "train", rules, on_invalid=count, progress=progress))
     n_eval = sum(1 for _ in iter_entry(entry, "eval", rules, on_invalid=count, progress=progress)) \
         if entry.eval else 0
-    with RunLock(run_dir, "add-dataset", file=STREAM_LOCK, wait=True):  # one stream edit at a time
+    with RunLock.on_stream(run_dir, "add-dataset"):  # one stream edit at a time
         entries = load_stream(run_dir)
         refuse_duplicate(entries)
         entries.append(entry)

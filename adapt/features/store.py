@@ -57,6 +57,11 @@ class FeatureStore:
                 raise CorruptFileError(self.root / name, "missing" if have is None else
                                        f"{have} bytes where {self.n} x {shape[1:] or 1} {dtype} take {want}")
 
+    @staticmethod
+    def exists(root: str | Path) -> bool:
+        """Whether ``root`` holds a store (its meta.json, written last, is there)."""
+        return (Path(root) / "meta.json").is_file()
+
     # ---------------------------------------------------------------------------------- creation
     @classmethod
     def create(cls, root: str | Path, uids: list[str], dim: int, columns: tuple[str, ...] = SCORE_COLUMNS,

@@ -86,7 +86,7 @@ def load_model(
         elif fam == "causal_lm":
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         else:
-            raise AdaptError(f"{path}: unknown model family {fam!r}; known: {', '.join(FAMILIES.names())}")
+            raise AdaptError(FAMILIES.unknown(fam, source=str(path)))
     except (OSError, ValueError) as exc:
         raise AdaptError(f"{path}: cannot load the checkpoint: {exc}") from None
     if tokenizer.pad_token is None:

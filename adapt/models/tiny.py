@@ -14,8 +14,6 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from adapt.config import TinyModelConfig
 
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = ("tiny-llava", "tiny-qwen2-vl", "tiny-causal-lm")
 
 
 def byte_level_tokenizer(specials: list[str], **special_roles: object):
@@ -127,49 +125,3 @@ def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> Path:
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )
     return _instantiate_and_save(LlamaForCausalLM, cfg, out, seed, tok)
-
-
-def builtin_cache_key(name: str, sizes: TinyModelConfig | None, seed: int) -> str:
-    import hashlib
-    import json
-
-    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 4}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def build_builtin(name: str, out_dir: str | Path, sizes: TinyModelConfig | None = None, seed: int = 0,
-                  progress: bool = True) -> Path:
-    """Build ``builtin:<name>`` into ``out_dir`` (skipped when a complete build is already there).
-
-    The folder appears whole or not at all (built in a temp folder, then renamed).
-    """
-    import shutil
-    import tempfile
-
-    out = Path(out_dir)
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        if name == "tiny-llava":
-            build_tiny_llava(tmp, sizes, seed)
-            if sizes is not None and sizes.pretrain_steps:
-                from adapt.models.tiny_pretrain import pretrain_on_captions
-
-                pretrain_on_captions(tmp, sizes.pretrain_steps, seed, progress=progress)
-        elif name == "tiny-qwen2-vl":
-            build_tiny_qwen2_vl(tmp, seed)
-        elif name == "tiny-causal-lm":
-            build_tiny_causal_lm(tmp, seed)
-        else:
-            raise ValueError(f"unknown built-in model {name!r}; known: {', '.join(BUILTIN_MODELS)}")
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished the same build first
-            if not (out / "model.safetensors").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -11,11 +11,13 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from adapt.config import ExperimentConfig
+from adapt.layout import RoundLayout
 from adapt.registry import Registry
 
 SELECTORS: Registry[type["Selector"]] = Registry("selector")
@@ -49,35 +51,89 @@ class SelectionContext:
     new_uids: list[str]         # uids of the dataset(s) that arrived this round
     budget: int                 # resolved number of samples to select
     seed: int
-    run_dir: Path | None = None
-    model: Any = None           # the current model bundle (None for model-free selectors)
-    config: Any = None          # the ExperimentConfig
-    extras: dict[str, Any] = field(default_factory=dict)
+    config: ExperimentConfig = field(default_factory=ExperimentConfig)  # the run's (model, features, training)
+    settings: Any = None        # the method's own section, ``selection.<method>`` (None if it has none)
+    data: SampleSource | None = None  # the pool's samples by uid (the run's DataPool)
+    files: RoundLayout | None = None  # the round's folder in the run directory (None: keep nothing)
+    model: Any = None           # the round's model bundle (None for model-free selectors)
     progress: bool = False      # progress bars for long scoring passes
+
+    def round_files(self, method: str) -> RoundLayout:
+        """The round's folder, or an error naming ``method`` that keeps files there."""
+        if self.files is None:
+            from adapt.errors import AdaptError
+
+            raise AdaptError(f"selection.method={method} keeps files in the run directory: give SelectionContext.files")
+        return self.files
+
+
+class SampleSource(Protocol):
+    """Where a selector reads samples from (the run's :class:`~adapt.data.pool.DataPool`)."""
+
+    def samples(self, uids: list[str]) -> list[Any]: ...
+
+
+@dataclass
+class Selection:
+    """A selector's answer: one row per candidate (SELECTION_COLUMNS), and what the method decided
+    beyond the table (task budgets, ...), stored in ``rounds/<t>/selector.json`` when given."""
+
+    table: pd.DataFrame
+    summary: dict[str, Any] | None = None
+
+
+@dataclass
+class PruneContext:
+    """What a selector's pruning may look at after round ``round``."""
+
+    round: int
+    active: pd.DataFrame        # the active pool's uids, in pool order
+    limit: int                  # how many to keep
+    seed: int
+    files: RoundLayout          # the round's folder (its selection.parquet)
+    embedding: Path             # the feature store pruning compares samples on
+    embedding_name: str = "gradient"  # what it holds (``pool.prune_embedding``), for the recorded reason
+    progress: bool = False
+
+
+@dataclass
+class Pruning:
+    """The uids a selector's pruning tombstones, and the reason recorded beside them."""
+
+    uids: list[str]
+    reason: str
 
 
 class Selector(ABC):
-    """Base class of data-selection methods; register subclasses with ``@SELECTORS.register``."""
+    """Base class of data-selection methods; register subclasses with ``@SELECTORS.register``.
+
+    ``select`` is required; ``needs_features`` and ``prune`` are declared here with their defaults
+    (no features read; the loop's random pruning)."""
 
     name: str = ""
     #: train once on the union of all datasets (the multitask reference) instead of round by round
     joint: bool = False
     #: whether ``select`` needs the current model (the loop loads it first)
     needs_model: bool = False
-    #: whether ``select`` reads the round's gradient features (``features.enabled``)
-    needs_features: bool = False
 
-    def __init__(self, config: Any = None) -> None:
-        self.config = config
+    def __init__(self, config: ExperimentConfig | None = None) -> None:
+        self.config = config if config is not None else ExperimentConfig()
 
-    @classmethod
-    def needs_features_for(cls, config: Any) -> bool:
-        """Whether this selector, with ``config``, reads the round's gradient features."""
-        return cls.needs_features
+    def needs_features(self) -> bool:
+        """Whether ``select`` (with this run's config) reads the round's gradient features."""
+        return False
 
     @abstractmethod
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
-        """Return one row per candidate with SELECTION_COLUMNS."""
+    def select(self, ctx: SelectionContext) -> Selection:
+        """One row per candidate with SELECTION_COLUMNS (and a summary, if the method has one)."""
+
+    def prune(self, ctx: PruneContext) -> Pruning | None:
+        """The samples to tombstone down to ``ctx.limit``; None: the loop prunes at random."""
+        return None
+
+    def has_own_pruning(self) -> bool:
+        """Whether this selector overrides :meth:`prune` (then pruning reads an embedding store)."""
+        return type(self).prune is not Selector.prune
 
 
 def selection_frame(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from adapt.errors import AdaptError
+from adapt.layout import RunLayout
 from adapt.tracking.wandb_file import _wait_for_exit_record
 
 Scalar = float | int | str
@@ -90,11 +91,9 @@ class DiskLogger:
     resumed run keeps appending to the same file.
     """
 
-    filename = "metrics.jsonl"
-
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / self.filename
+        self.path = RunLayout(self.run_dir).events
 
     def _write(self, event: str, step: int | None, **fields: Any) -> None:
         record = {"event": event, "step": None if step is None else int(step), "time": round(time.time(), 3)}

@@ -23,9 +23,9 @@ from typing import Any
 
 from adapt.errors import AdaptError
 from adapt.io import read_parquet, write_text_atomic
+from adapt.layout import RunLayout
 
 DASH = "—"
-METRICS_FILE = "metrics.json"
 _REQUIRED = ("tasks", "accuracy_matrix")
 _SELECTION_KEYS = ("samples_per_task", "selected_per_dataset")
 
@@ -62,7 +62,7 @@ def format_seconds(s: Any) -> str:
 
 
 def _metrics_path(run_dir: Path) -> Path:
-    return run_dir if run_dir.suffix == ".json" and not run_dir.is_dir() else run_dir / METRICS_FILE
+    return run_dir if run_dir.suffix == ".json" and not run_dir.is_dir() else RunLayout(run_dir).metrics
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -175,7 +175,8 @@ def round_selection_plot(run_dir: Path, t: int, label: str) -> Path | None:
 
     from adapt.tracking.plots import plot_round_selection
 
-    path = Path(run_dir) / "rounds" / str(t) / "selection.parquet"
+    layout = RunLayout(Path(run_dir))
+    path = layout.round(t).selection
     if not path.is_file():
         return None
     try:
@@ -184,14 +185,12 @@ def round_selection_plot(run_dir: Path, t: int, label: str) -> Path | None:
         raise AdaptError(f"{path}: cannot read the selection ({exc})") from None
     if not (table["cluster"] >= 0).any() or table["cluster"].nunique() > PLOTTED_CLUSTERS:
         return None
-    return plot_round_selection(table, Path(run_dir) / "plots" / f"selection_round_{t}.png",
-                                f"round {t}: {label}")
+    return plot_round_selection(table, layout.selection_plot(t), f"round {t}: {label}")
 
 
 def round_selection_plots(run_dir: Path, label: str) -> dict[int, Path]:
     """Every round's clustered-selection plot (``round_selection_plot``), by round."""
-    rounds = sorted(int(d.name) for d in (Path(run_dir) / "rounds").glob("*") if d.name.isdigit())
-    out = {t: round_selection_plot(run_dir, t, label) for t in rounds}
+    out = {t: round_selection_plot(run_dir, t, label) for t in RunLayout(Path(run_dir)).trained_rounds()}
     return {t: p for t, p in out.items() if p is not None}
 
 
@@ -199,12 +198,13 @@ def write_run_plots(run: dict[str, Any]) -> dict[str, Path]:
     """The run's plots under ``RUN_DIR/plots``; returns name -> path of those written."""
     from adapt.tracking.plots import plot_accuracy_matrix, plot_composition, plot_forgetting_curves
 
-    plots = Path(run["run_dir"]) / "plots"
+    layout = RunLayout(Path(run["run_dir"]))
+    plots = layout.plots
     out: dict[str, Path] = {}
     R, tasks = run["accuracy_matrix"], run["tasks"]
     label = f"{run['name']}" + (f" ({run['method']})" if run.get("method") else "")
     if R and tasks:
-        out["accuracy matrix"] = plot_accuracy_matrix(R, tasks, plots / "accuracy_matrix.png",
+        out["accuracy matrix"] = plot_accuracy_matrix(R, tasks, layout.accuracy_plot,
                                                       title=f"accuracy matrix: {label}", R0=run.get("accuracy_before"))
         out["score per task over rounds"] = plot_forgetting_curves(R, tasks, plots / "forgetting.png",
                                                                    title=f"score per task: {label}")
@@ -275,7 +275,7 @@ def _write_single(run: dict[str, Any]) -> Path:
     run_dir = Path(run["run_dir"])
     plots = write_run_plots(run)
     lines = _header([run], f"adapt report: {run['name']}") + _run_section(run, plots, run_dir)
-    path = run_dir / "report.md"
+    path = RunLayout(run_dir).report
     write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
     run["_plots"] = plots
     return path
@@ -298,13 +298,14 @@ def write_report(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
 
     out = Path(out_dir) if out_dir is not None else Path(runs[0]["run_dir"]).resolve().parent / "report"
     out.mkdir(parents=True, exist_ok=True)
-    comp = plot_runs_comparison({r["name"]: r for r in runs}, out / "plots" / "comparison.png")
+    folder = RunLayout(out)  # the comparison folder is laid out as a run's: report.md, plots/
+    comp = plot_runs_comparison({r["name"]: r for r in runs}, folder.plots / "comparison.png")
     lines = _header(runs, "adapt report: runs compared")
     lines += [f"![runs compared]({_rel(comp, out)})", ""]
     lines += ["Each run's own report: " + ", ".join(f"[{r['name']}]({_rel(p, out)})" for r, p in zip(runs, own)), ""]
     for r in runs:
         lines += _run_section(r, r["_plots"], out)
-    path = out / "report.md"
+    path = folder.report
     write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
     return path
 

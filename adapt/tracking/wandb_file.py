@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adapt.errors import AdaptError
+from adapt.layout import RunLayout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def offline_run_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
     folder itself.
     """
     run_dir = Path(run_dir)
-    base = run_dir if run_dir.name in ("wandb", ".wandb") else run_dir / "wandb"
+    base = run_dir if run_dir.name in ("wandb", ".wandb") else RunLayout(run_dir).wandb
     dirs = [d for d in base.glob("offline-run-*") if d.is_dir()]
 
     def key(d: Path) -> tuple[str, float, str]:

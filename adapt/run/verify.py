@@ -17,29 +17,10 @@ from typing import Any
 
 from adapt.errors import AdaptError, CorruptFileError
 from adapt.io import read_json
+from adapt.layout import RunLayout, parse_round
+from adapt.run.state import check_state
 
-__all__ = ["STATE_FIELDS", "check_state", "verify_run_dir"]
-
-# state.json's fields and their JSON types (adapt.loop.RunState)
-STATE_FIELDS: dict[str, tuple[type, ...]] = {
-    "seed": (int,), "status": (str,), "round": (int, str), "phase": (str, type(None)),
-    "finished": (list,), "phase_seconds": (dict,),
-}
-
-
-def check_state(path: Path, data: Any) -> dict[str, Any]:
-    """``state.json``'s content, or a CorruptFileError naming the field that is wrong."""
-    if not isinstance(data, dict):
-        raise CorruptFileError(path, f"the top level must be an object, found {type(data).__name__}")
-    for key, types in STATE_FIELDS.items():
-        if key not in data:
-            raise CorruptFileError(path, f"field {key!r} is missing")
-        if not isinstance(data[key], types) or isinstance(data[key], bool):
-            raise CorruptFileError(path, f"field {key!r} has the wrong type ({type(data[key]).__name__})")
-    bad = next((k for k in data["finished"] if not isinstance(k, str) or ":" not in k), None)
-    if bad is not None:
-        raise CorruptFileError(path, f"'finished' holds {bad!r}, not a 'round:phase' key")
-    return data
+__all__ = ["verify_run_dir"]
 
 
 def _parquet(path: Path, columns: tuple[str, ...]) -> None:
@@ -88,30 +69,43 @@ def verify_run_dir(run_dir: str | Path) -> dict[str, Any]:
     from adapt.data.stream import load_stream
     from adapt.features.store import FeatureStore
 
-    run_dir = Path(run_dir)
-    state_path = run_dir / "state.json"
-    state = check_state(state_path, read_json(state_path))
-    load_stream(run_dir)
-    if (run_dir / "pool").is_dir():
-        DataPool(run_dir / "pool", writable=False)
+    layout = RunLayout(Path(run_dir))
+    state = check_state(layout.state, read_json(layout.state))
+    load_stream(layout.root)
+    if layout.pool.dir.is_dir():
+        DataPool(layout.pool.dir, writable=False)
     for key in state["finished"]:
-        t, phase = key.split(":", 1)
-        rd = run_dir / "rounds" / t
-        if phase == "select" and (rd / "selection.parquet").exists():
-            _parquet(rd / "selection.parquet", ("uid", "selected"))
+        name, phase = key.split(":", 1)
+        rd = layout.round(parse_round(name))
+        if phase == "select" and rd.selection.exists():
+            _parquet(rd.selection, ("uid", "selected"))
         elif phase == "select":
-            raise CorruptFileError(rd / "selection.parquet", "missing, though state.json records the selection as finished")
+            raise CorruptFileError(rd.selection, "missing, though state.json records the selection as finished")
         elif phase == "train":
-            _weights(rd / "model" if (rd / "model").is_dir() else rd / "adapter")
+            _weights(rd.model if rd.model.is_dir() else rd.adapter)
         elif phase == "evaluate":
-            _json(rd / "eval.json", "scores")
+            _json(rd.eval, "scores")
         elif phase == "checkpoint":
-            _json(rd / "pool.json", "active")
-    for meta in sorted((run_dir / "rounds").glob("*/**/features/meta.json")):
+            _json(rd.pool, "active")
+    for store_dir in _feature_stores(layout):
         try:
-            FeatureStore(meta.parent)
+            FeatureStore(store_dir)
         except CorruptFileError:
             raise
         except AdaptError as exc:
-            raise CorruptFileError(meta.parent, str(exc)) from None
+            raise CorruptFileError(store_dir, str(exc)) from None
     return state
+
+
+def _feature_stores(layout: RunLayout) -> list[Path]:
+    """Every feature store of the run: each round's features and hidden states, and those of the
+    methods' reference passes (``rounds/<t>/<method>/features``)."""
+    from adapt.features.store import FeatureStore
+
+    found = []
+    for t in layout.trained_rounds():
+        rd = layout.round(t)
+        candidates = [rd.features, rd.hidden] + [rd.method(d.name).features for d in sorted(rd.dir.iterdir())
+                                                 if d.is_dir()]
+        found += [c for c in candidates if FeatureStore.exists(c)]
+    return found

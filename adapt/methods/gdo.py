@@ -31,11 +31,10 @@ import hashlib
 import re
 
 import numpy as np
-import pandas as pd
 
 from adapt.data.sample import GPT, HUMAN, IMAGE_TOKEN, Sample
 from adapt.scoring.base import SCORERS, ScoringContext, stored_column
-from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
+from adapt.selection.base import SELECTORS, Selection, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import split_weighted
 from adapt.selection.clustering import cluster
 from adapt.selection.inputs import round_store, scoring_context
@@ -176,16 +175,18 @@ def score_gdo(ctx: ScoringContext) -> np.ndarray:
 class Gdo(Selector):
     name = "gdo"
     needs_model = True
-    needs_features = True
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
-        st = ctx.config.selection.gdo
+    def needs_features(self) -> bool:
+        return True
+
+    def select(self, ctx: SelectionContext) -> Selection:
+        st = ctx.settings
         sctx = scoring_context(ctx, store=round_store(ctx, "gdo"))
         q, parts, coverage = descriptors(sctx)
         stratum = strata(sctx.samples, st.length_bins)
         keys = np.asarray([content_hash(s) for s in sctx.samples], dtype=object)
         selected = gdo_construct(q, stratum, keys, ctx.budget, st.preset, coverage)
-        ctx.extras["summary"] = {"preset": st.preset, "strata": int(len(set(stratum.tolist()))),
-                                 "exact_repeats_in_pool": int(len(keys) - len(set(keys.tolist())))}
-        return selection_frame(ctx.pool, selected, scores=q, clusters=coverage,
-                               experts=np.full(len(q), "gdo", dtype=object))
+        return Selection(selection_frame(ctx.pool, selected, scores=q, clusters=coverage,
+                                         experts=np.full(len(q), "gdo", dtype=object)),
+                         {"preset": st.preset, "strata": int(len(set(stratum.tolist()))),
+                          "exact_repeats_in_pool": int(len(keys) - len(set(keys.tolist())))})

@@ -1,5 +1,11 @@
-"""Caption pre-training of the built-in tiny LLaVA.
+"""The built-in tiny model: building it from a transformers config, its caption pre-training, and
+the cache that keeps one build per (model, sizes, seed).
 
+The constructors of the tiny checkpoints themselves live in :mod:`adapt.models.tiny` (a models-layer
+concern); what makes them *the demo's model* — pre-training on the demo stream's renderers with the
+trainer, and where the result is cached — lives here, above training and the data stream.
+
+Caption pre-training of the built-in tiny LLaVA:
 A real LLaVA-1.5 or Qwen2-VL base arrives already aligned: its vision tower and projector were
 trained on image–caption pairs, so an instruction dataset only has to teach the *task*. A randomly
 initialised tiny model has no such knowledge, and a LoRA adapter trained on a few hundred samples
@@ -15,14 +21,41 @@ digits (``demo_stream.digit_indices("train")``): no eval image of the stream is 
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from adapt.config import ModelConfig, TinyModelConfig
 from adapt.data.sample import Sample
+from adapt.models.tiny import build_tiny_causal_lm, build_tiny_llava, build_tiny_qwen2_vl
+from adapt.registry import Registry
 
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS: Registry[Callable[..., Path]] = Registry.of("built-in model", {
+    "tiny-llava": build_tiny_llava, "tiny-qwen2-vl": build_tiny_qwen2_vl, "tiny-causal-lm": build_tiny_causal_lm})
 CAPTION_PROMPT = "Describe the image."
+
+
+def is_builtin(name_or_path: str) -> bool:
+    """Whether ``model.name_or_path`` names a built-in model (``builtin:<name>``)."""
+    return name_or_path.startswith(BUILTIN_PREFIX)
+
+
+def builtin_name(name_or_path: str) -> str:
+    """``builtin:<name>`` → ``<name>``."""
+    return name_or_path[len(BUILTIN_PREFIX):]
+
+
+def builtin_checkpoint(model: ModelConfig, seed: int, progress: bool = True) -> Path:
+    """The built-in model ``model.name_or_path`` names, built (and pre-trained) into the cache the
+    first time: ``model.cache_dir``, else ``$ADAPT_CACHE``, else ``~/.cache/adapt``."""
+    name = builtin_name(model.name_or_path)
+    cache = Path(model.cache_dir or os.environ.get("ADAPT_CACHE", Path.home() / ".cache" / "adapt")).expanduser()
+    key = builtin_cache_key(name, model.tiny, seed)
+    return build_builtin(name, cache / "builtin" / f"{name}-{key}", model.tiny, seed=seed, progress=progress)
 
 
 def _and(parts: list[str]) -> str:
@@ -94,3 +127,43 @@ def pretrain_on_captions(model_dir: Path, steps: int, seed: int, batch_size: int
         train_round(bundle.model, bundle.family, samples, cfg, None, seed, max_length=128,
                     desc="pre-training the built-in model on captions", progress=progress)
     bundle.model.save_pretrained(model_dir)
+
+
+def builtin_cache_key(name: str, sizes: TinyModelConfig | None, seed: int) -> str:
+    import hashlib
+    import json
+
+    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 4}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_builtin(name: str, out_dir: str | Path, sizes: TinyModelConfig | None = None, seed: int = 0,
+                  progress: bool = True) -> Path:
+    """Build ``builtin:<name>`` into ``out_dir`` (skipped when a complete build is already there).
+
+    The folder appears whole or not at all (built in a temp folder, then renamed).
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        if name == "tiny-llava":
+            build_tiny_llava(tmp, sizes, seed)
+            if sizes is not None and sizes.pretrain_steps:
+                pretrain_on_captions(tmp, sizes.pretrain_steps, seed, progress=progress)
+        else:
+            BUILTIN_MODELS.get(name, "model.name_or_path")(tmp, seed=seed)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished the same build first
+            if not (out / "model.safetensors").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -33,7 +33,7 @@ from scipy.stats import rankdata
 
 from adapt.features.store import FeatureStore
 from adapt.scoring.base import SCORERS, ScoringContext
-from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
+from adapt.selection.base import SELECTORS, Selection, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import split_weighted
 from adapt.selection.inputs import per_task_rows, scoring_context
 
@@ -204,10 +204,10 @@ class DataTailor(Selector):
     name = "datatailor"
     needs_model = True
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
+    def select(self, ctx: SelectionContext) -> Selection:
         sctx = scoring_context(ctx)
-        value, labels, tau = _values(sctx, Path(sctx.work_dir) / "datatailor")
+        value, labels, tau = _values(sctx, ctx.round_files(self.name).method(self.name).dir)
         selected, quotas = datatailor_select(value, tau, sctx.tasks, ctx.budget)
-        ctx.extras["summary"] = {"task_budget": quotas, "clusters": int(labels.max()) + 1 if len(labels) else 0}
-        return selection_frame(ctx.pool, selected, scores=value, clusters=labels,
-                               experts=np.full(len(value), "datatailor", dtype=object))
+        return Selection(selection_frame(ctx.pool, selected, scores=value, clusters=labels,
+                                         experts=np.full(len(value), "datatailor", dtype=object)),
+                         {"task_budget": quotas, "clusters": int(labels.max()) + 1 if len(labels) else 0})

@@ -20,13 +20,13 @@ features (the round's model stands in for the warm-up model).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from adapt.features.store import unit_rows
 from adapt.scoring.base import SCORERS, ScoringContext, stored_column
-from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
+from adapt.selection.base import SELECTORS, Selection, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import split_weighted
-from adapt.selection.inputs import per_task_rows, reference_store, scoring_context
+from adapt.methods.reference import reference_store
+from adapt.selection.inputs import per_task_rows, scoring_context
 
 
 def task_values(grad_norms: np.ndarray, tasks: np.ndarray) -> dict[str, float]:
@@ -100,12 +100,11 @@ class Tive(Selector):
     name = "tive"
     needs_model = True
 
-    @classmethod
-    def needs_features_for(cls, config) -> bool:
-        return config.selection.tive.warmup_fraction == 0
+    def needs_features(self) -> bool:
+        return self.config.selection.tive.warmup_fraction == 0  # no warm-up: the round's own features
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
-        st = ctx.config.selection.tive
+    def select(self, ctx: SelectionContext) -> Selection:
+        st = ctx.settings
         sctx = scoring_context(ctx)
         tasks = sctx.tasks
         rng = np.random.default_rng(ctx.seed)
@@ -114,5 +113,5 @@ class Tive(Selector):
         sctx.store = store
         selected, inst, values, quotas = tive_select(store.normalized(), stored_column(sctx, "grand"), tasks,
                                                      ctx.budget, q=st.q, seed=ctx.seed)
-        ctx.extras["summary"] = {"warmup_samples": int(len(warm)), "task_value": values, "task_budget": quotas}
-        return selection_frame(ctx.pool, selected, scores=inst, experts=np.full(len(inst), "tive", dtype=object))
+        return Selection(selection_frame(ctx.pool, selected, scores=inst, experts=np.full(len(inst), "tive", dtype=object)),
+                         {"warmup_samples": int(len(warm)), "task_value": values, "task_budget": quotas})

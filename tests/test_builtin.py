@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adapt.config import TinyModelConfig
-from adapt.models.tiny_pretrain import CAPTION_PROMPT, caption_corpus, caption_item
+from adapt.builtin import CAPTION_PROMPT, caption_corpus, caption_item
 
 
 def test_corpus_is_deterministic_and_in_the_llava_shape(tmp_path):
@@ -51,7 +51,7 @@ def test_shape_captions_name_each_shape_with_its_quadrant():
 def test_pretraining_lowers_the_caption_loss(tmp_path):
     from adapt.models.collate import Collator
     from adapt.models.loading import load_model
-    from adapt.models.tiny import build_builtin
+    from adapt.builtin import build_builtin
 
     fresh = build_builtin("tiny-llava", tmp_path / "fresh", TinyModelConfig(), seed=0)
     trained = build_builtin("tiny-llava", tmp_path / "trained", TinyModelConfig(pretrain_steps=40), seed=0,

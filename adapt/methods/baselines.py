@@ -8,9 +8,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
+from adapt.selection.base import SELECTORS, Selection, SelectionContext, Selector, selection_frame
 
 
 @SELECTORS.register("full")
@@ -19,10 +18,10 @@ class FullSequential(Selector):
 
     name = "full"
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
+    def select(self, ctx: SelectionContext) -> Selection:
         new = set(ctx.new_uids)
         chosen = ctx.pool["uid"].isin(new).to_numpy()
-        return selection_frame(ctx.pool, chosen)
+        return Selection(selection_frame(ctx.pool, chosen))
 
 
 @SELECTORS.register("random")
@@ -31,12 +30,12 @@ class RandomSelector(Selector):
 
     name = "random"
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
+    def select(self, ctx: SelectionContext) -> Selection:
         rng = np.random.default_rng(ctx.seed)
         n = len(ctx.pool)
         chosen = np.zeros(n, dtype=bool)
         chosen[rng.choice(n, size=min(ctx.budget, n), replace=False)] = True
-        return selection_frame(ctx.pool, chosen)
+        return Selection(selection_frame(ctx.pool, chosen))
 
 
 @SELECTORS.register("multitask")
@@ -46,5 +45,5 @@ class Multitask(Selector):
     name = "multitask"
     joint = True
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
-        return selection_frame(ctx.pool, np.ones(len(ctx.pool), dtype=bool))
+    def select(self, ctx: SelectionContext) -> Selection:
+        return Selection(selection_frame(ctx.pool, np.ones(len(ctx.pool), dtype=bool)))

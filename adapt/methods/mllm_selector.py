@@ -17,13 +17,12 @@ round's model (the stored answer loss of the gradient pass).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from adapt.scoring.base import SCORERS, ScoringContext, stored_column
-from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
+from adapt.selection.base import SELECTORS, Selection, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import split_weighted
 from adapt.selection.clustering import cluster
-from adapt.selection.inputs import reference_store
+from adapt.methods.reference import reference_store
 
 ONE_SHOT_SEED_FRACTION = 0.1  # ``adapt select``'s seed subset when the config leaves it unset
 
@@ -67,18 +66,17 @@ class MllmSelector(Selector):
     name = "mllm_selector"
     needs_model = True
 
-    @classmethod
-    def needs_features_for(cls, config) -> bool:
-        return not config.selection.mllm_selector.seed_fraction  # None or 0: the round's model and features
+    def needs_features(self) -> bool:
+        return not self.config.selection.mllm_selector.seed_fraction  # None or 0: the round's model and features
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
-        st = ctx.config.selection.mllm_selector
+    def select(self, ctx: SelectionContext) -> Selection:
+        st = ctx.settings
         warm = seed_rows(len(ctx.pool), st.seed_fraction or 0.0, np.random.default_rng(ctx.seed))
         store = reference_store(ctx, "mllm_selector", warm, desc=f"round {ctx.round} mllm_selector seed")
         necessity = store.scores()["loss"].to_numpy(dtype=np.float64)
         groups = cluster(store.normalized(), st.groups, ctx.seed).labels
         selected = mllm_selector_pick(necessity, groups, ctx.budget, st.alpha)
-        ctx.extras["summary"] = {"seed_samples": int(len(warm)), "groups": int(len(np.unique(groups))),
-                                 "top_overall": int(round(st.alpha * min(ctx.budget, len(necessity))))}
-        return selection_frame(ctx.pool, selected, scores=necessity, clusters=groups,
-                               experts=np.full(len(groups), "mllm_selector", dtype=object))
+        return Selection(selection_frame(ctx.pool, selected, scores=necessity, clusters=groups,
+                                         experts=np.full(len(groups), "mllm_selector", dtype=object)),
+                         {"seed_samples": int(len(warm)), "groups": int(len(np.unique(groups))),
+                          "top_overall": int(round(st.alpha * min(ctx.budget, len(necessity))))})

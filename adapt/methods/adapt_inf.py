@@ -6,6 +6,8 @@ a sampler (CCS by default) draws each cluster's share by its expert's score.
 Needs ``features.enabled: true`` (the round's feature store, which also holds the loss-based
 scores). The experts' scores are stored in ``rounds/<t>/scores.parquet``, apart from the decisions
 in ``selection.parquet``, and each cluster's expert, entropies and quota in ``experts.json``.
+Settings: ``selection.adapt_inf`` (:class:`~adapt.config.AdaptInfSettings`). Reference code:
+adymaharana/adapt-inf (``adapt-inf.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from adapt.errors import AdaptError, InputError
+from adapt.errors import InputError
 from adapt.io import read_parquet, write_json_atomic, write_with_atomic
-from adapt.selection.base import SELECTORS, SelectionContext, Selector, selection_frame
+from adapt.scoring import SCORERS
+from adapt.selection.base import (SELECTORS, PruneContext, Pruning, Selection, SelectionContext, Selector,
+                                  selection_frame)
 from adapt.selection.budget import BUDGET_SPLITS
 from adapt.selection.clustering import cluster
-from adapt.selection.expert_choice import choose_expert
+from adapt.selection.expert_choice import choose_for_cluster
+from adapt.selection.inputs import round_store, scoring_context
 from adapt.selection.samplers import SAMPLERS
 
 
@@ -48,20 +53,6 @@ class AdaptInfRound:
         return out
 
 
-def choose_for_cluster(rule: str, scores: Mapping[str, np.ndarray]) -> tuple[str, dict[str, float]]:
-    """The cluster's expert under ``rule``: ``entropy`` (METHODS.md item 4) or ``fixed:<expert>``."""
-    if rule.startswith("fixed:"):
-        name = rule.split(":", 1)[1]
-        if name not in scores:
-            raise AdaptError(f"selection.expert_choice: {name!r} is not among selection.experts {list(scores)}")
-        return name, {}
-    if rule != "entropy":
-        raise AdaptError(f"selection.expert_choice: {rule!r} (use entropy or fixed:<expert>)")
-    if not len(next(iter(scores.values()))):
-        return next(iter(scores)), {}
-    return choose_expert(scores)
-
-
 def adapt_inf_round(features: np.ndarray, scores: Mapping[str, np.ndarray], budget: int, *,
                     k: int | str = 10, expert_choice: str = "entropy", budget_split: str = "uniform",
                     sampler: str = "ccs", seed: int = 0) -> AdaptInfRound:
@@ -74,9 +65,10 @@ def adapt_inf_round(features: np.ndarray, scores: Mapping[str, np.ndarray], budg
     picks = [choose_for_cluster(expert_choice, {e: np.asarray(v)[m] for e, v in scores.items()}) for m in members]
     experts = [e for e, _ in picks]
     stds = [float(np.std(np.asarray(scores[e])[m])) if len(m) else 0.0 for e, m in zip(experts, members)]
-    quotas = [int(q) for q in BUDGET_SPLITS.get(budget_split)([len(m) for m in members], budget, stds=stds)]
+    split = BUDGET_SPLITS.get(budget_split, "selection.adapt_inf.budget_split")
+    quotas = [int(q) for q in split([len(m) for m in members], budget, stds=stds)]
     selected = np.zeros(len(clusters.labels), dtype=bool)
-    draw = SAMPLERS.get(sampler)
+    draw = SAMPLERS.get(sampler, "selection.adapt_inf.sampler")
     for m, e, q in zip(members, experts, quotas):
         if q > 0:
             selected[m[draw(np.asarray(scores[e], dtype=np.float64)[m], q, rng)]] = True
@@ -87,51 +79,46 @@ def adapt_inf_round(features: np.ndarray, scores: Mapping[str, np.ndarray], budg
 class AdaptInf(Selector):
     name = "adapt_inf"
     needs_model = True
-    needs_features = True
 
-    def select(self, ctx: SelectionContext) -> pd.DataFrame:
-        from adapt.scoring import SCORERS
-        from adapt.selection.inputs import round_dir, round_store, scoring_context
+    def needs_features(self) -> bool:
+        return True
 
-        sc = ctx.config.selection
-        if isinstance(sc.k, int) and sc.k > len(ctx.pool):
-            raise InputError(f"selection.k={sc.k} clusters, but round {ctx.round}'s active pool holds "
+    def select(self, ctx: SelectionContext) -> Selection:
+        st = ctx.settings
+        if isinstance(st.k, int) and st.k > len(ctx.pool):
+            raise InputError(f"selection.adapt_inf.k={st.k} clusters, but round {ctx.round}'s active pool holds "
                              f"{len(ctx.pool)} samples: give a smaller k (or k: auto)")
         store = round_store(ctx, "adapt_inf")
         sctx = scoring_context(ctx, store)
-        uids = sctx.uids
-        scores = {e: SCORERS.get(e)(sctx) for e in sc.experts}
-        result = adapt_inf_round(store.normalized(), scores, ctx.budget, k=sc.k, expert_choice=sc.expert_choice,
-                                 budget_split=sc.budget_split, sampler=sc.sampler, seed=ctx.seed)
-        table = pd.DataFrame({"uid": uids, "cluster": result.labels, **scores})
-        out = round_dir(ctx)
-        write_with_atomic(out / "scores.parquet", lambda tmp: table.to_parquet(tmp, index=False))
-        write_json_atomic(out / "experts.json", {
-            "experts": sc.experts, "expert_choice": sc.expert_choice, "budget_split": sc.budget_split,
-            "sampler": sc.sampler, "clusters": [
+        scores = {e: SCORERS.get(e, "selection.adapt_inf.experts")(sctx) for e in st.experts}
+        result = adapt_inf_round(store.normalized(), scores, ctx.budget, k=st.k, expert_choice=st.expert_choice,
+                                 budget_split=st.budget_split, sampler=st.sampler, seed=ctx.seed)
+        table = pd.DataFrame({"uid": sctx.uids, "cluster": result.labels, **scores})
+        files = ctx.round_files(self.name)
+        write_with_atomic(files.scores, lambda tmp: table.to_parquet(tmp, index=False))
+        write_json_atomic(files.experts, {
+            "experts": st.experts, "expert_choice": st.expert_choice, "budget_split": st.budget_split,
+            "sampler": st.sampler, "clusters": [
                 {"cluster": c, "size": int((result.labels == c).sum()), "expert": e, "quota": q,
                  "entropy": {k: round(v, 6) for k, v in h.items()}}
                 for c, (e, q, h) in enumerate(zip(result.experts, result.quotas, result.entropies))]})
-        return selection_frame(ctx.pool, result.selected, scores=result.score_of_rows(scores),
-                               clusters=result.labels, experts=result.expert_of_rows())
+        return Selection(selection_frame(ctx.pool, result.selected, scores=result.score_of_rows(scores),
+                                         clusters=result.labels, experts=result.expert_of_rows()))
 
-    def prune(self, active: pd.DataFrame, limit: int, seed: int, round_dir, embedding: str = "features",
-              progress: bool = False) -> tuple[list[str], str] | None:
-        """SemDeDup inside the round's clusters (METHODS.md item 7) on the store ``round_dir/<embedding>``
+    def prune(self, ctx: PruneContext) -> Pruning | None:
+        """SemDeDup inside the round's clusters (METHODS.md item 7) on the store ``ctx.embedding``
         (the gradient features, or the hidden states of ``pool.prune_embedding: hidden``): keep
         ``limit`` samples, each cluster its share by size, the least redundant first."""
         from adapt.features.store import FeatureStore
         from adapt.selection.pruning import semdedup_keep
 
-        store_dir = round_dir / embedding
-        sel_path = round_dir / "selection.parquet"
-        if not (store_dir / "meta.json").is_file() or not sel_path.is_file():
+        if not FeatureStore.exists(ctx.embedding) or not ctx.files.selection.is_file():
             return None
-        store = FeatureStore(store_dir)
-        sel = read_parquet(sel_path, columns=["uid", "cluster"])
-        uids = active["uid"].tolist()
+        store = FeatureStore(ctx.embedding)
+        sel = read_parquet(ctx.files.selection, columns=["uid", "cluster"])
+        uids = ctx.active["uid"].tolist()
         if store.uids() != uids or sel["uid"].tolist() != uids:
             return None  # the pool changed since the features: fall back to the loop's default
-        keep = semdedup_keep(store.features(), sel["cluster"].to_numpy(), limit, progress=progress)
+        keep = semdedup_keep(store.features(), sel["cluster"].to_numpy(), ctx.limit, progress=ctx.progress)
         dropped = np.setdiff1d(np.arange(len(uids)), keep)
-        return [uids[i] for i in dropped], f"semdedup on {embedding} (adapt_inf)"
+        return Pruning([uids[i] for i in dropped], f"semdedup on {ctx.embedding_name} (adapt_inf)")

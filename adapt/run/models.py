@@ -1,0 +1,144 @@
+"""The run's model chain across rounds: the base, the model after round t, the model round t
+trains; one cache, so that consecutive phases of a round load a model once.
+
+``lora.between_rounds: continue`` loads round t's adapter on the LoRA base; ``merge`` merges the
+adapters of rounds 0..t into the weights, one after the other (peft ``merge_and_unload``).
+``lora.first_round: full`` trains every weight in round 0; later adapters apply to that model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adapt.builtin import builtin_checkpoint, is_builtin
+from adapt.config import ExperimentConfig
+from adapt.errors import InputError
+from adapt.io import write_dir_atomic
+from adapt.layout import BEFORE_TRAINING, RunLayout
+from adapt.models.loading import ModelBundle, load_model
+from adapt.models.lora import add_new_adapter, load_adapter
+from adapt.selection.base import phase_seed
+
+
+def local_checkpoint(name: str) -> Path:
+    """``model.name_or_path`` as a local checkpoint folder, or an InputError."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise InputError(f"model.name_or_path: {path} is not a local checkpoint folder")
+    return path
+
+
+class ModelChain:
+    """Builds the models of a run from its directory, caching the last one built."""
+
+    def __init__(self, config: ExperimentConfig, layout: RunLayout, accelerator: Any, progress: bool = True) -> None:
+        self.config = config
+        self.layout = layout
+        self.accelerator = accelerator
+        self.progress = progress
+        self._cached: tuple[str, ModelBundle, bool] | None = None  # (tag, bundle, trains every weight)
+
+    # ------------------------------------------------------------------ loading
+    def base_path(self) -> Path:
+        """The base checkpoint: a local folder, or the built-in model (built and cached once, by one rank)."""
+        name = self.config.model.name_or_path
+        if is_builtin(name):
+            with self.accelerator.main_process_first():
+                return builtin_checkpoint(self.config.model, self.config.seed, progress=self.progress)
+        return local_checkpoint(name)
+
+    def load(self, path: Path) -> ModelBundle:
+        m = self.config.model
+        bundle = load_model(path, m.family, m.dtype, m.system_prompt, m.attn_implementation, m.trust_remote_code)
+        if self.accelerator.device.type != "cpu":
+            bundle.model.to(self.accelerator.device)
+        return bundle
+
+    def full_first_round(self) -> bool:
+        return self.config.lora.first_round == "full"
+
+    def _lora_base(self) -> ModelBundle:
+        """The weights every adapter applies to: the base, or round 0's fully trained model."""
+        if self.full_first_round() and self.layout.round(0).model.is_dir():
+            return self.load(self.layout.round(0).model)
+        return self.load(self.base_path())
+
+    def build_after(self, t: int, trainable: bool = False) -> ModelBundle:
+        """The model after round ``t`` (``BEFORE_TRAINING``: the base), built from the run directory."""
+        if t == BEFORE_TRAINING:
+            return self.load(self.base_path())
+        bundle = self._lora_base()
+        first = 1 if self.full_first_round() else 0
+        if t < first:
+            return bundle
+        if self.config.lora.between_rounds == "merge":
+            for s in range(first, t + 1):
+                bundle.model = load_adapter(bundle.model, self.layout.round(s).adapter, trainable=False)
+                bundle.model = bundle.model.merge_and_unload()
+        else:
+            bundle.model = load_adapter(bundle.model, self.layout.round(t).adapter, trainable=trainable)
+        return bundle
+
+    # ------------------------------------------------------------------ the cached chain
+    def after(self, t: int) -> ModelBundle:
+        """The model after round ``t`` in eval mode. Round t+1's model to train, before training,
+        computes the same function (a fresh LoRA adapter adds B·A = 0; a continued one is round t's),
+        so a cached ``to_train(t + 1)`` serves here as well."""
+        if self._cached is not None and self._cached[0] in (f"after:{t}", f"to_train:{t + 1}"):
+            self._cached[1].model.eval()
+            return self._cached[1]
+        self._cached = None
+        bundle = self.build_after(t)
+        bundle.model.eval()
+        self._cached = (f"after:{t}", bundle, False)
+        return bundle
+
+    def to_train(self, t: int) -> tuple[ModelBundle, bool]:
+        """The model round ``t`` trains, before training: every weight (round 0 of
+        ``first_round: full``), the continued adapter, or a fresh adapter (seeded) on the model
+        after t-1. Returns (bundle, trains every weight); cached until another model is asked for."""
+        if self._cached is not None and self._cached[0] == f"to_train:{t}":
+            return self._cached[1], self._cached[2]
+        self._cached = None
+        bundle, full = self._build_to_train(t)
+        self._cached = (f"to_train:{t}", bundle, full)
+        return bundle, full
+
+    def trained(self, t: int, bundle: ModelBundle) -> None:
+        """Round ``t``'s model, just trained, is the model after round t."""
+        bundle.model.eval()
+        self._cached = (f"after:{t}", bundle, False)
+
+    def _build_to_train(self, t: int) -> tuple[ModelBundle, bool]:
+        if t == 0 and self.full_first_round():
+            bundle = self.load(self.base_path())
+            for p in bundle.model.parameters():
+                p.requires_grad_(True)
+            return bundle, True
+        from accelerate.utils import set_seed
+
+        if self.config.lora.between_rounds == "continue" and t > 0 and self.layout.round(t - 1).adapter.is_dir():
+            return self.build_after(t - 1, trainable=True), False
+        bundle = self.build_after(t - 1) if t > 0 else self.load(self.base_path())
+        set_seed(phase_seed(self.config.seed, t, "train"))
+        bundle.model = add_new_adapter(bundle.model, self.config.lora)
+        return bundle, False
+
+    # ------------------------------------------------------------------ saving
+    def save(self, t: int, bundle: ModelBundle, full: bool) -> None:
+        """Round ``t``'s trained weights: its adapter, or every weight with the processor (main process)."""
+        model = self.accelerator.unwrap_model(bundle.model)
+        out = self.layout.round(t).model if full else self.layout.round(t).adapter
+        if self.accelerator.is_main_process:
+            write_dir_atomic(out, lambda d: self.save_weights(model, bundle, d, full))
+        self.accelerator.wait_for_everyone()
+
+    @staticmethod
+    def save_weights(model: Any, bundle: ModelBundle, out: Path, full: bool) -> None:
+        """The adapter (peft), or every weight with the tokenizer and image processor, into ``out``."""
+        model.save_pretrained(out)
+        if full:
+            bundle.tokenizer.save_pretrained(out)
+            if bundle.image_processor is not None:
+                bundle.image_processor.save_pretrained(out)

@@ -1,0 +1,136 @@
+"""What a run reports: ``metrics.json`` assembled from the per-round files, the accuracy matrix on
+the console, and the loggers (metrics.jsonl, wandb) fed once per round and once at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from adapt.config import ExperimentConfig
+from adapt.evaluation.continual_metrics import continual_metrics
+from adapt.io import read_json
+from adapt.layout import BEFORE_TRAINING, RunLayout, round_name
+from adapt.run.state import RunState
+
+CONTINUAL_KEYS = ("avg_accuracy", "maa", "bwt", "forgetting", "fwt")
+
+
+def collect_metrics(layout: RunLayout, state: RunState, config: ExperimentConfig, method: str, tasks: list[str],
+                    rounds_total: int, joint: bool) -> dict[str, Any]:
+    """metrics.json from the per-round files (so it is the same however the run was resumed)."""
+    rows, samples, pool_sizes, sel_counts, pool_counts = [], [], [], [], []
+    for t in range(rounds_total):
+        rd = layout.round(t)
+        if not state.done(t, "evaluate") or not rd.eval.is_file():
+            break
+        scores = read_json(rd.eval)["scores"]
+        rows.append([scores.get(k, float("nan")) for k in tasks])
+        tj = read_json(rd.train)
+        samples.append(tj["samples"])
+        sel_counts.append(tj.get("dataset_counts", {}))
+        if rd.pool.is_file():
+            p = read_json(rd.pool)
+            pool_sizes.append(p["active"])
+            pool_counts.append(p["per_dataset"])
+    r0 = None
+    base = layout.round(BEFORE_TRAINING).eval
+    if base.is_file():
+        s0 = read_json(base)["scores"]
+        r0 = [s0.get(k, float("nan")) for k in tasks]
+    if joint:
+        m = {"avg_accuracy": float(np.mean(rows[0])) if rows else None, "maa": None, "bwt": None,
+             "forgetting": None, "fwt": None}
+    else:
+        m = continual_metrics(rows, r0) if rows else {k: None for k in CONTINUAL_KEYS}
+    seconds = state.data["phase_seconds"]
+    return {
+        "method": method, "tasks": tasks, "accuracy_matrix": rows, "accuracy_before": r0,
+        **m, "samples_trained": samples, "pool_size": pool_sizes, "selected_per_dataset": sel_counts,
+        "pool_per_dataset": pool_counts, "rounds_done": len(rows), "rounds_total": rounds_total,
+        "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "wall_seconds": round(sum(seconds.values()), 3),
+        "config": config.to_dict(),
+    }
+
+
+def print_matrix(console: Console, metrics: dict[str, Any], round_labels: list[str]) -> None:
+    """The accuracy matrix so far, in percent, one row per round (and the base model's first)."""
+    table = Table(title=f"accuracy matrix ({metrics['rounds_done']}/{metrics['rounds_total']} rounds)",
+                  show_lines=False)
+    table.add_column("after")
+    for k in metrics["tasks"]:
+        table.add_column(k, justify="right", overflow="fold")
+    if metrics["accuracy_before"] is not None:
+        table.add_row(round_name(BEFORE_TRAINING), *(f"{100 * v:.1f}" for v in metrics["accuracy_before"]))
+    for t, row in enumerate(metrics["accuracy_matrix"]):
+        table.add_row(round_labels[t], *("" if v != v else f"{100 * v:.1f}" for v in row))
+    console.print(table)
+
+
+class RunTracker:
+    """The run's loggers (built on first use, continuing the same wandb run after a resume)."""
+
+    def __init__(self, layout: RunLayout, config: ExperimentConfig, state: RunState) -> None:
+        self.layout = layout
+        self.config = config
+        self.state = state
+        self._loggers: Any = None
+
+    @property
+    def loggers(self) -> Any:
+        if self._loggers is None:
+            from adapt.tracking.loggers import build_loggers
+
+            tr = self.config.tracking
+            cfg = {"wandb": tr.wandb, "wandb_mode": tr.wandb_mode, "project": tr.project,
+                   "run_name": tr.run_name or self.layout.root.name, "tags": tr.tags, "group": tr.group,
+                   "run_id": self.state.data.get("wandb_id")}
+            self._loggers = build_loggers(self.layout.root, cfg)
+            run_id = next((lg.run_id for lg in getattr(self._loggers, "loggers", []) if hasattr(lg, "run_id")), None)
+            if run_id and run_id != self.state.data.get("wandb_id"):
+                self.state.set(wandb_id=run_id)
+            if not self.state.data.get("config_logged"):  # once per run, not once per resume
+                self._loggers.log_config(self.config.to_dict())
+                self.state.set(config_logged=True)
+        return self._loggers
+
+    def log_round(self, t: int, metrics: dict[str, Any], pool_size: int) -> None:
+        """Round ``t``'s scores, training and pool figures, its selection plot and experts table."""
+        rd = self.layout.round(t)
+        row = {f"eval/{k}": v for k, v in read_json(rd.eval)["scores"].items()}
+        train = read_json(rd.train)
+        row |= {"round": t, "samples_trained": train["samples"], "train/loss_last": train["last_loss"],
+                "pool_size": pool_size, "avg_accuracy": metrics["avg_accuracy"]}
+        self.loggers.log({k: v for k, v in row.items() if v is not None}, step=t)
+        plot = self.layout.selection_plot(t)
+        if plot.is_file():
+            self.loggers.log_image("selection_by_cluster", plot, step=t)
+        if rd.experts.is_file():
+            rows = [[t, c["cluster"], c["size"], c["expert"], c["quota"]] for c in read_json(rd.experts)["clusters"]]
+            self.loggers.log_table("experts_per_cluster", ["round", "cluster", "size", "expert", "quota"], rows, step=t)
+
+    def log_final(self, metrics: dict[str, Any]) -> None:
+        """The matrix (table and heatmap) and the final continual metrics, once per finished run."""
+        from adapt.tracking.plots import plot_accuracy_matrix
+
+        step = max(0, metrics["rounds_done"] - 1)
+        heat = self.layout.accuracy_plot
+        if not heat.is_file() and metrics["accuracy_matrix"]:
+            plot_accuracy_matrix(metrics["accuracy_matrix"], metrics["tasks"], heat, R0=metrics["accuracy_before"])
+        if self.state.data.get("final_logged") == metrics["rounds_done"]:  # a finished run resumed: logged already
+            return
+        self.loggers.log_table("accuracy_matrix", ["after"] + metrics["tasks"],
+                               [[str(t)] + list(r) for t, r in enumerate(metrics["accuracy_matrix"])], step=step)
+        if heat.is_file():
+            self.loggers.log_image("accuracy_matrix", heat, step=step)
+        final = {f"final/{k}": metrics[k] for k in CONTINUAL_KEYS if metrics[k] is not None}
+        final["final/samples_trained"] = int(sum(metrics["samples_trained"]))
+        self.loggers.log(final, step=step)
+
+    def close(self) -> None:
+        if self._loggers is not None:
+            self._loggers.finish()
+            self._loggers = None
