@@ -54,20 +54,29 @@ def run(
                                       "RUN_DIR/pool/rejected.jsonl with their reasons and go on (kept for --resume)."),
 ) -> None:
     """Run a continual experiment round by round (or continue one with --resume)."""
-    _quiet_libraries()
     from adapt.config import load_config
+    from adapt.run.checks import check_config
+
+    try:
+        cfg = None
+        if resume is None:
+            if config is None or run_dir is None:
+                raise InputError("give a CONFIG and --run-dir DIR (or --resume RUN_DIR)")
+            cfg = load_config(config, [*(overrides or []), *(["stream.skip_invalid=true"] if skip_invalid else [])])
+            check_config(cfg)  # a typo is refused now, before the training stack loads
+    except AdaptError as exc:
+        _fail(exc)
+        return
+    _quiet_libraries()
     from adapt.run import ContinualRun
 
     try:
-        if resume is not None:
+        if cfg is None:
             if config is not None or overrides:
                 raise InputError("--resume takes the config stored in the run directory; give no CONFIG or overrides")
             r = ContinualRun.resume(resume, progress=not quiet, console=None if quiet else console,
                                     skip_invalid=skip_invalid)
         else:
-            if config is None or run_dir is None:
-                raise InputError("give a CONFIG and --run-dir DIR (or --resume RUN_DIR)")
-            cfg = load_config(config, [*(overrides or []), *(["stream.skip_invalid=true"] if skip_invalid else [])])
             r = ContinualRun.create(run_dir, cfg, config_dir=Path.cwd(), progress=not quiet,
                                     console=None if quiet else console)
         metrics = r.run()

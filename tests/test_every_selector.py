@@ -95,7 +95,7 @@ def _one_round(demo: Path, tmp_path: Path, method: str, *extra: str):
                              "selection.budget=0.25", *FAST, *extra])
     cfg.stream.datasets = [DatasetEntry(name="grounding", train=str(demo / "grounding/train.json"),
                                         eval=str(demo / "grounding/eval.json"))]
-    cfg.features.enabled = SELECTORS.get(method).needs_features_for(cfg)
+    cfg.features.enabled = cfg.features.enabled or SELECTORS.get(method)(cfg).needs_features()
     return ContinualRun.create(tmp_path / "run", cfg, progress=False).run()
 
 
@@ -141,3 +141,13 @@ def test_warm_up_is_reloaded_not_retrained(tiny_models, toy_samples, tmp_path):
             assert torch.equal(v, first.model.state_dict()[k]), k  # loaded from safetensors: bit for bit
     for k, v in bundle.model.state_dict().items():
         assert torch.equal(v, before[k]), k  # not touched at all
+
+
+@pytest.mark.parametrize("every_round", [False, True])
+def test_the_features_phase_runs_only_when_something_reads_it(every_round, demo, tmp_path):
+    """``random`` reads no features: with ``features.enabled`` the phase is skipped (no store, no
+    state key, no seconds), unless ``features.every_round`` asks for them."""
+    _one_round(demo, tmp_path, "random", "features.enabled=true", f"features.every_round={every_round}")
+    state = json.loads((tmp_path / "run/state.json").read_text())
+    assert ("0:features" in state["finished"]) == every_round == ("features" in state["phase_seconds"])
+    assert (tmp_path / "run/rounds/0/features/meta.json").is_file() == every_round

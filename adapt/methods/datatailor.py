@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.spatial.distance import cdist
-from scipy.stats import rankdata
 
 from adapt.features.store import FeatureStore
 from adapt.scoring.base import SCORERS, ScoringContext
@@ -106,6 +104,8 @@ def ward_clusters(p: np.ndarray, cut: float = 0.1, ward_max: int = 2000, seed: i
 
 def uniqueness(p: np.ndarray, info: np.ndarray, labels: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """U_i inside each cluster (pairwise distances a block of rows at a time)."""
+    from scipy.spatial.distance import cdist  # scipy takes a second to load: only when DataTailor runs
+
     out = np.zeros(len(p), dtype=np.float64)
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
@@ -137,6 +137,8 @@ def representativeness(p: np.ndarray, info: np.ndarray, labels: np.ndarray) -> n
 
 def percentile_rank(x: np.ndarray) -> np.ndarray:
     """rk(x) in (0, 1]: average rank / n."""
+    from scipy.stats import rankdata
+
     return rankdata(x, method="average") / len(x) if len(x) else np.zeros(0)
 
 

@@ -4,6 +4,8 @@ traceback after ingest and the gradient pass."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from adapt.builtin import BUILTIN_MODELS, builtin_name, is_builtin
 from adapt.config import DatasetEntry, ExperimentConfig
 from adapt.data.demo_stream import STREAM_NAMES
@@ -11,10 +13,17 @@ from adapt.errors import InputError
 from adapt.evaluation.answer_scorers import ANSWER_SCORERS
 from adapt.features.projectors import PROJECTORS
 from adapt.methods import SCORERS, SELECTORS
-from adapt.run.models import local_checkpoint
 from adapt.selection.budget import BUDGET_SPLITS
 from adapt.selection.expert_choice import EXPERT_CHOICES
 from adapt.selection.samplers import SAMPLERS
+
+
+def local_checkpoint(name: str) -> Path:
+    """``model.name_or_path`` as a local checkpoint folder, or an InputError."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise InputError(f"model.name_or_path: {path} is not a local checkpoint folder")
+    return path
 
 
 def check_config(config: ExperimentConfig, entries: list[DatasetEntry] | None = None,

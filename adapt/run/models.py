@@ -13,20 +13,12 @@ from typing import Any
 
 from adapt.builtin import builtin_checkpoint, is_builtin
 from adapt.config import ExperimentConfig
-from adapt.errors import InputError
 from adapt.io import write_dir_atomic
 from adapt.layout import BEFORE_TRAINING, RunLayout
 from adapt.models.loading import ModelBundle, load_model
 from adapt.models.lora import add_new_adapter, load_adapter
+from adapt.run.checks import local_checkpoint
 from adapt.selection.base import phase_seed
-
-
-def local_checkpoint(name: str) -> Path:
-    """``model.name_or_path`` as a local checkpoint folder, or an InputError."""
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        raise InputError(f"model.name_or_path: {path} is not a local checkpoint folder")
-    return path
 
 
 class ModelChain:
