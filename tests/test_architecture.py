@@ -26,9 +26,12 @@ RUN_DIR_FOLDERS = {"rounds", "features", "hidden", "adapter", "model", "plots", 
 
 
 def _lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
-    lint = shutil.which("lint-imports") or pytest.fail("lint-imports (import-linter) is not installed")
+    """``lint-imports`` (import-linter's command, from the interpreter running the tests) in ``cwd``,
+    finding the package ``adapt`` in ``pythonpath`` first."""
+    cmd = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()",
+           "--no-cache"]
     env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(pythonpath), "HOME": str(cwd)}
-    return subprocess.run([lint, "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_the_import_contracts_hold():

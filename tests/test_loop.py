@@ -201,7 +201,7 @@ def test_merge_between_rounds_rebuilds_the_trained_chain(tmp_path):
     manual = load_model(rd / "0" / "model", cfg.model.family, cfg.model.dtype).model
     for t in (1, 2):
         manual = PeftModel.from_pretrained(manual, str(rd / str(t) / "adapter")).merge_and_unload()
-    ours = ContinualRun.resume(tmp_path / "run", progress=False)._build_after(2).model
+    ours = ContinualRun.resume(tmp_path / "run", progress=False).models.build_after(2).model
     a, b = manual.state_dict(), ours.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
