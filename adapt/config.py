@@ -91,6 +91,8 @@ class StreamConfig(_Section):
                                "(with their reasons) and go on, instead of stopping at the first")
     max_sample_mb: float = Field(8.0, gt=0, description="a JSON/JSONL record larger than this (MiB) is refused: "
                                  "no real sample is, and reading one must not fill the memory")
+    all_at_once: bool = Field(False, description="every dataset arrives in round 0: one selection from the union "
+                              "and one training (the one-shot setting of TIVE, MLLM-Selector, DataTailor, GDO)")
 
 
 class AdaptInfSettings(_Section):
@@ -99,9 +101,14 @@ class AdaptInfSettings(_Section):
     k: Union[StrictInt, Literal["auto"]] = Field(10, description="pseudo-skill clusters (or auto: silhouette)")
     experts: list[str] = Field(default_factory=lambda: ["ppl", "el2n", "entropy", "grand", "image_grounding"],
                                description="the selector experts competing in each cluster")
-    expert_choice: str = Field("entropy", description="entropy, or fixed:<expert>")
+    expert_choice: str = Field("entropy", description="entropy (bins over ±4 of the standardised scores), "
+                               "entropy_released (the released code's bins over ±4 raw standard deviations, "
+                               "which depend on each score's scale), or fixed:<expert>")
     budget_split: str = Field("uniform", description="uniform | proportional | score_std")
     sampler: str = Field("ccs", description="ccs | top | bottom | random")
+    entropy_over: Literal["all", "answer"] = Field(
+        "all", description="positions the `entropy` expert averages the predictive entropy over: all (every "
+        "position of the sequence, prompt and image included: the reference code) or answer (the answer tokens)")
 
 
 class TiveSettings(_Section):
@@ -112,14 +119,19 @@ class TiveSettings(_Section):
         "number of samples from every task (the authors' 8%); 0: the round's model and features stand in")
     q: float = Field(0.001, ge=0, description="temperature of the softmax over instance values inside a task "
                      "(the released 0.001 makes the draw almost uniform)")
+    layers: Union[Literal["all", "last", "attention"], list[str]] = Field(
+        "attention", description="LoRA layers TIVE's gradients are taken on: attention (every self-attention "
+        "LoRA layer of the language model, as the reference compute_gradient_features.py), all, last, or "
+        "regular expressions on module names")
 
 
 class MllmSelectorSettings(_Section):
     """MLLM-Selector (Ma et al. 2025; METHODS.md, our reading of the paper)."""
 
-    seed_fraction: float | None = Field(
-        None, ge=0, le=1, description="random share of the pool the seed model is fine-tuned on; None: 0 in a "
-        "run (the round's model is the seed model), 0.1 in `adapt select`")
+    seed_fraction: float = Field(
+        0.1, ge=0, le=1, description="random share of the round's active pool (the new dataset included) a seed "
+        "model is fine-tuned on each round, as the paper fine-tunes one before scoring; 0: the round's own "
+        "model and features stand in")
     alpha: float = Field(0.5, ge=0, le=1, description="share of the budget that goes to the highest necessity overall")
     groups: int = Field(10, ge=1, description="k-means groups of the gradient features for grouped sampling")
 
@@ -130,6 +142,9 @@ class DataTailorSettings(_Section):
     cut: float = Field(0.1, gt=0, le=1, description="the Ward tree is cut at this fraction of its last merge's height")
     ward_max: int = Field(2000, ge=2, description="a task with more samples is first reduced to this many k-means "
                           "centroids and Ward runs on them (exact Ward is quadratic)")
+    hidden: Literal["pre_norm", "post_norm"] = Field(
+        "pre_norm", description="the last decoder layer's output before the final norm (the reference code), "
+        "or after it (transformers' last hidden_states)")
 
 
 class GdoSettings(_Section):
@@ -140,6 +155,11 @@ class GdoSettings(_Section):
         "quotas ∝ √stratum size, filled round-robin over coverage clusters")
     coverage_k: int = Field(10, ge=1, description="k-means clusters of the gradient features for coverage")
     length_bins: int = Field(3, ge=1, description="question- and answer-length bins (quantiles) of the strata")
+    ranking: Literal["reference", "quality"] = Field(
+        "reference", description="how a stratum is filled: reference (build_pair.py's image-QA rank, "
+        "0.9·tanh(base/3) + 0.15·clip(z(q), ±4)/4 with base the text heuristics) or quality (q alone)")
+    z_scope: Literal["source", "pool"] = Field(
+        "source", description="robust z-scores of the descriptors per source dataset, or over the whole pool")
 
 
 class SelectionConfig(_Section):
@@ -212,17 +232,30 @@ class FeaturesConfig(_Section):
                               "(for analysis; needs enabled)")
     dim: int = Field(8192, gt=0, description="projection dimension d")
     projector: str = Field("sjlt", description="rademacher | sjlt | trak")
-    layers: Union[Literal["all", "last"], list[str]] = Field(
+    layers: Union[Literal["all", "last", "attention"], list[str]] = Field(
         "all", description="LoRA layers whose gradients count: all, last (the last decoder layer, as Adapt-∞), "
-        "or regular expressions on module names")
+        "attention (the language model's self-attention layers, as TIVE), or regular expressions on module names")
     batch_size: int = Field(16, gt=0)
+    adapter: Literal["previous", "fresh"] = Field(
+        "previous", description="under lora.between_rounds: merge, the adapter the gradients are taken on: "
+        "previous (round t-1's trained adapter, before it is merged: the reference code) or fresh (round t's new "
+        "adapter, B = 0, so only the B-gradients are non-zero); the same adapter under continue")
+    store_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="how the unit-length feature rows are stored (their norm is a score column)")
 
 
 class PoolConfig(_Section):
     max_size: Union[StrictInt, float, None] = Field(None, description="cap on the active pool: a count or a fraction")
     prune_embedding: Literal["gradient", "hidden"] = Field(
         "gradient", description="what SemDeDup prunes on: the round's gradient features, or the last hidden "
-                                "states (mean over tokens) of the model after the round")
+                                "states (mean over tokens), computed in the same pass as the gradients")
+    prune_order: Literal["arrival", "centroid"] = Field(
+        "arrival", description="the order SemDeDup judges a cluster's samples in (each against those before "
+        "it): arrival (pool order, as the reference runs) or centroid (farthest from the cluster's centroid "
+        "first, the reference's commented-out alternative)")
+    prune_split: Literal["uniform", "proportional"] = Field(
+        "uniform", description="how the kept samples are split over clusters: uniform (⌈keep/k⌉ each, small "
+        "clusters kept whole: the reference's assign_budget_to_cluster) or proportional to cluster size")
 
 
 class TrackingConfig(_Section):

@@ -41,7 +41,8 @@ def lora_linears(model: Any, layers: str | list[str] = "all") -> list[LoraLinear
     """The LoRA A and B ``nn.Linear`` modules whose gradients make the features.
 
     ``layers``: ``"all"`` (every LoRA layer), ``"last"`` (the LoRA layers of the language model's
-    last decoder layer, as Adapt-∞'s code does), or a list of regular expressions matched against
+    last decoder layer, as Adapt-∞'s code does), ``"attention"`` (every self-attention LoRA layer of the
+    language model, as TIVE's ``compute_gradient_features.py``), or a list of regular expressions matched against
     module names (e.g. ``["layers\\.1\\.self_attn"]``).
     """
     from peft.tuners.lora import LoraLayer
@@ -58,6 +59,11 @@ def lora_linears(model: Any, layers: str | list[str] = "all") -> list[LoraLinear
         raise ValueError("the model has no LoRA layers (wrap it with peft first)")
     if layers == "all":
         return found
+    if layers == "attention":
+        chosen = [f for f in found if ".self_attn." in f.name and not is_vision_module(f.name)]
+        if not chosen:
+            raise ValueError("layers='attention': no LoRA module in a self-attention layer of the language model")
+        return chosen
     if layers == "last":
         def layer_index(n: str) -> int:
             m = re.search(r"(?<!vision_model\.encoder\.)layers\.(\d+)\.", n)
