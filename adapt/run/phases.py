@@ -185,8 +185,10 @@ class RoundPhases:
             on = self.config.pool.prune_embedding
             if on == "hidden":
                 self._hidden_states(t, active["uid"].tolist())
+            pc = self.config.pool
             decision = self.selector.prune(PruneContext(t, active, limit, seed, rd, rd.hidden if on == "hidden"
-                                                        else rd.features, on, self.progress))
+                                                        else rd.features, on, self.progress, pc.prune_order,
+                                                        pc.prune_split))
         if decision is None:
             rng = np.random.default_rng(seed)
             uids = active["uid"].to_numpy()[rng.choice(len(active), size=excess, replace=False)].tolist()

@@ -94,6 +94,8 @@ class PruneContext:
     embedding: Path             # the feature store pruning compares samples on
     embedding_name: str = "gradient"  # what it holds (``pool.prune_embedding``), for the recorded reason
     progress: bool = False
+    order: str = "arrival"      # ``pool.prune_order``: the order samples are judged in
+    split: str = "uniform"      # ``pool.prune_split``: how the kept samples are split over clusters
 
 
 @dataclass
