@@ -1,4 +1,4 @@
-"""The ``adapt`` command: run, select, validate, add-dataset, status, report, demo-data."""
+"""The ``adapt`` command: run, select, validate, add-dataset, status, report, demo-data, config-reference."""
 
 from __future__ import annotations
 
@@ -273,6 +273,14 @@ def demo_data(
         _fail(exc)
         return
     console.print(f"wrote {path}")
+
+
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print every config key with its type, default and description (docs/CONFIG.md) as Markdown."""
+    from adapt.config_doc import config_reference as reference
+
+    sys.stdout.write(reference())
 
 
 def main() -> None:  # pragma: no cover

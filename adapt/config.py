@@ -25,14 +25,14 @@ class _Section(BaseModel):
 class TinyModelConfig(_Section):
     """Sizes of the built-in tiny LLaVA (CLIP vision tower + Llama), built from a transformers config."""
 
-    image_size: int = 32
-    patch_size: int = 8
-    vision_hidden_size: int = 64
-    vision_layers: int = 2
-    text_hidden_size: int = 128
-    text_layers: int = 2
-    heads: int = 4
-    intermediate_size: int = 256
+    image_size: int = Field(32, description="image side in pixels")
+    patch_size: int = Field(8, description="ViT patch side in pixels")
+    vision_hidden_size: int = Field(64, description="CLIP vision tower width")
+    vision_layers: int = Field(2, description="CLIP vision tower layers")
+    text_hidden_size: int = Field(128, description="Llama width")
+    text_layers: int = Field(2, description="Llama decoder layers")
+    heads: int = Field(4, description="attention heads (both towers)")
+    intermediate_size: int = Field(256, description="Llama MLP width")
     pretrain_steps: int = Field(
         0, ge=0, description="batches of synthetic image captions the built model is pre-trained on "
         "(the analogue of LLaVA's alignment stage; 0: random weights)",
@@ -41,11 +41,19 @@ class TinyModelConfig(_Section):
 
 class ModelConfig(_Section):
     name_or_path: str = Field("builtin:tiny-llava", description="a local HF checkpoint dir, or builtin:tiny-llava")
-    family: Literal["auto", "llava", "qwen2_vl", "causal_lm"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = "auto"
-    max_length: int = 512
-    system_prompt: str = ""
-    attn_implementation: str | None = None
+    family: Literal["auto", "llava", "qwen2_vl", "causal_lm"] = Field(
+        "auto", description="how inputs are built: auto (from the checkpoint's config), llava, qwen2_vl, "
+        "causal_lm (text only)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field(
+        "auto", description="weights' dtype: auto (bf16 on a GPU that has it, else float32), float32, "
+        "bfloat16, float16, float64 (numerical checks)")
+    max_length: int = Field(
+        512, description="tokens per sample (image tokens included); longer samples are cut at the end (a cut "
+        "that would split an image is an error)")
+    system_prompt: str = Field("", description="text put before every conversation")
+    attn_implementation: str | None = Field(
+        None, description="transformers' attn_implementation (eager, sdpa, flash_attention_2); null: its "
+        "default")
     trust_remote_code: bool = Field(False, description="run Python code shipped inside the checkpoint folder "
                                     "(only for checkpoints you trust)")
     cache_dir: str | None = Field(None, description="where built-in models are cached (default ~/.cache/adapt)")
@@ -53,10 +61,12 @@ class ModelConfig(_Section):
 
 
 class LoraSettings(_Section):
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: Union[str, list[str]] = "all-linear"
+    r: int = Field(16, description="LoRA rank (peft LoraConfig.r)")
+    alpha: int = Field(32, description="LoRA scaling numerator (peft lora_alpha; scale = alpha / r)")
+    dropout: float = Field(0.0, description="dropout on the LoRA input (peft lora_dropout)")
+    target_modules: Union[str, list[str]] = Field(
+        "all-linear", description="peft target_modules: all-linear (every linear layer but the output head) or"
+        " module names")
     modules_to_save: list[str] | None = Field(
         None, description="modules trained in full and saved with the adapter (e.g. [lm_head] when answers use new tokens)"
     )
@@ -86,7 +96,9 @@ class StreamConfig(_Section):
     scale: float = Field(1.0, gt=0, description="multiplies the built-in train split sizes")
     data_dir: str | None = Field(None, description="where the built-in stream is written (default RUN_DIR/data)")
     datasets: list[DatasetEntry] = Field(default_factory=list, description="datasets of the stream, in order")
-    check_images: bool = True
+    check_images: bool = Field(
+        True, description="open every image at ingest (a missing or unreadable image is an error naming the "
+        "file and sample)")
     skip_invalid: bool = Field(False, description="quarantine invalid samples into RUN_DIR/pool/rejected.jsonl "
                                "(with their reasons) and go on, instead of stopping at the first")
     max_sample_mb: float = Field(8.0, gt=0, description="a JSON/JSONL record larger than this (MiB) is refused: "
@@ -165,8 +177,11 @@ class GdoSettings(_Section):
 class SelectionConfig(_Section):
     """The method and the budget; each method's own settings nested under its name."""
 
-    method: str = "random"
-    budget: Union[StrictInt, float] = Field(0.25, description="a fraction (float) of the round's pool, or a count (int)")
+    method: str = Field(
+        "random", description="the selector: full, random, multitask, adapt_inf, tive, mllm_selector, "
+        "datatailor, gdo (adapt/methods)")
+    budget: Union[StrictInt, float] = Field(
+        0.25, description="a fraction (float) of the round's pool, or a count (int)")
     adapt_inf: AdaptInfSettings = AdaptInfSettings()
     tive: TiveSettings = TiveSettings()
     mllm_selector: MllmSelectorSettings = MllmSelectorSettings()
@@ -200,25 +215,27 @@ class SelectionConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: float = 1.0
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 1e-3
-    first_round_lr: float | None = None
-    first_round_epochs: float | None = None
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    max_grad_norm: float = 1.0
-    num_workers: int = 0
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    epochs: float = Field(1.0, description="passes over the round's selected samples")
+    batch_size: int = Field(16, description="samples per optimiser step (per process)")
+    grad_accum: int = Field(1, description="batches accumulated per optimiser step")
+    lr: float = Field(1e-3, description="AdamW learning rate (cosine decay after a linear warm-up)")
+    first_round_lr: float | None = Field(None, description="round 0's learning rate (null: lr)")
+    first_round_epochs: float | None = Field(None, description="round 0's epochs (null: epochs)")
+    weight_decay: float = Field(0.0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.03, description="share of the round's steps with a linear warm-up")
+    max_grad_norm: float = Field(1.0, description="gradient clipping norm")
+    num_workers: int = Field(0, description="DataLoader workers")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="accelerate mixed precision: auto (bf16 on a GPU that has it, else no), no, bf16, "
+        "fp16")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass "
                                          "(transformers' gradient checkpointing, training only): far less "
                                          "memory for long sequences and large models, about a third more time")
 
 
 class EvaluationConfig(_Section):
-    batch_size: int = 64
-    max_new_tokens: int = 32
+    batch_size: int = Field(64, description="samples per generation batch")
+    max_new_tokens: int = Field(32, description="greedy decoding length of an answer")
     max_samples: int | None = Field(None, description="cap on eval samples per task (None: the whole split)")
     before_training: bool = Field(True, description="evaluate the base model first (R0, needed for FWT)")
 
@@ -235,7 +252,7 @@ class FeaturesConfig(_Section):
     layers: Union[Literal["all", "last", "attention"], list[str]] = Field(
         "all", description="LoRA layers whose gradients count: all, last (the last decoder layer, as Adapt-∞), "
         "attention (the language model's self-attention layers, as TIVE), or regular expressions on module names")
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="samples per forward/backward of the gradient pass")
     adapter: Literal["previous", "fresh"] = Field(
         "previous", description="under lora.between_rounds: merge, the adapter the gradients are taken on: "
         "previous (round t-1's trained adapter, before it is merged: the reference code) or fresh (round t's new "
@@ -259,16 +276,19 @@ class PoolConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    wandb: bool = True
-    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
-    project: str = "adapt"
-    run_name: str | None = None
-    group: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    wandb: bool = Field(True, description="log to Weights & Biases")
+    wandb_mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="wandb mode (offline writes RUN_DIR/wandb, to sync later)")
+    project: str = Field("adapt", description="wandb project")
+    run_name: str | None = Field(None, description="wandb run name (null: the run directory's name)")
+    group: str | None = Field(None, description="wandb group")
+    tags: list[str] = Field(default_factory=list, description="wandb tags")
 
 
 class ExperimentConfig(_Section):
-    seed: int = 0
+    seed: int = Field(
+        0, description="seed of every random choice of the run (selection, training, projection); each phase "
+        "derives its own")
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     stream: StreamConfig = StreamConfig()
