@@ -39,7 +39,6 @@ def one_shot_config(data: list[Path], model: str, method: str, budget: int | flo
     """The config of a one-shot selection: the user's config (or the defaults) with the datasets as
     the stream, the model, the method and the budget; no training, evaluation or tracking."""
     from adapt.methods import SELECTORS
-    from adapt.methods.mllm_selector import ONE_SHOT_SEED_FRACTION
 
     cfg = load_config(config, [*(overrides or []), f"selection.method={method}", f"selection.budget={budget}",
                                f"model.name_or_path={model}", "stream.builtin=null", "tracking.wandb=false",
@@ -48,8 +47,6 @@ def one_shot_config(data: list[Path], model: str, method: str, budget: int | flo
     root = str(image_root.resolve()) if image_root is not None else None
     cfg.stream.datasets = [DatasetEntry(name=n, train=str(p.resolve()), image_root=root)
                            for n, p in zip(dataset_names(data), data)]
-    if cfg.selection.mllm_selector.seed_fraction is None:  # one shot: a seed model is fine-tuned (the paper)
-        cfg.selection.mllm_selector.seed_fraction = ONE_SHOT_SEED_FRACTION
     if SELECTORS.get(method)(cfg).needs_features():
         cfg.features.enabled = True
     return cfg

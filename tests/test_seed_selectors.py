@@ -1,20 +1,24 @@
 """TIVE, MLLM-Selector, DataTailor and GDO on small constructed inputs whose answers are worked
-out by hand (METHODS.md), and every one of them returns exactly the budget."""
+out by hand (METHODS.md), and every one of them returns exactly the budget; then the model passes
+of TIVE, MLLM-Selector and DataTailor as their authors run them: TIVE's gradients on every attention
+LoRA layer, MLLM-Selector's seed model each round, DataTailor's hidden states before the final norm."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from adapt.config import DatasetEntry, SelectionConfig, TinyModelConfig, load_config
 from adapt.data.sample import Sample
-from adapt.methods.datatailor import (datatailor_select, datatailor_values, percentile_rank, representativeness,
-                                        spectral_entropy, uniqueness, ward_clusters)
+from adapt.methods.datatailor import (datatailor_select, datatailor_values, final_norm, percentile_rank,
+                                        pool_signals, representativeness, spectral_entropy, uniqueness, ward_clusters)
 from adapt.methods.gdo import content_hash, gdo_construct, is_multiple_choice, quality, robust_z, strata
-from adapt.methods.mllm_selector import mllm_selector_pick, seed_rows
-from adapt.methods.tive import instance_values, task_budgets, task_values, tive_select, warmup_rows
+from adapt.methods.mllm_selector import MllmSelector, mllm_selector_pick, seed_rows
+from adapt.methods.tive import Tive, instance_values, task_budgets, task_values, tive_select, warmup_rows
 
 from tolerances import unit_norm_atol
 
@@ -214,3 +218,191 @@ def test_every_method_returns_exactly_the_budget(budget):
     keys = np.array([str(i % 90) for i in range(n)], dtype=object)  # 30 exact repeats
     for preset in ("minloss", "diverse"):
         assert gdo_construct(rng.random(n), tasks, keys, budget, preset, rng.integers(0, 3, n)).sum() == want
+
+
+# ---------------------------------------------------------------------------------------------- the model passes
+RUN = ["stream.builtin=null", "training.epochs=1", "training.batch_size=16", "evaluation.max_samples=4",
+       "evaluation.max_new_tokens=4", "evaluation.batch_size=16", "evaluation.before_training=false",
+       "tracking.wandb=false", "features.dim=64", "lora.r=4", "selection.budget=0.25",
+       "selection.mllm_selector.groups=3"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from adapt.data.demo_stream import write_demo_stream
+
+    d = tmp_path_factory.mktemp("demo")
+    write_demo_stream(d, seed=0, scale=0.03, progress=False)
+    return d
+
+
+def _run(demo, root, method: str, datasets: list[str], *sets: str):
+    """A tiny run of ``method`` over ``datasets`` (one a round) with the default settings of the method."""
+    from adapt.methods import SELECTORS
+    from adapt.run import ContinualRun
+
+    cfg = load_config(None, [*RUN, f"selection.method={method}", *sets])
+    cfg.stream.datasets = [DatasetEntry(name=n, train=str(demo / n / "train.json"), eval=str(demo / n / "eval.json"))
+                           for n in datasets]
+    cfg.features.enabled = cfg.features.enabled or SELECTORS.get(method)(cfg).needs_features()
+    ContinualRun.create(root, cfg, progress=False).run()
+    return cfg
+
+
+def _read(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+def _attention_lora_weights(r: int) -> int:
+    """LoRA A (r × in) and B (out × r) on q, k, v and o of every decoder layer of the built-in tiny
+    LLaVA: hidden size h, as many key/value heads as heads, so every projection is h → h."""
+    tiny = TinyModelConfig()
+    h = tiny.text_hidden_size
+    return tiny.text_layers * 4 * r * (h + h)
+
+
+def test_only_the_round_models_variants_read_the_rounds_features():
+    assert not MllmSelector(load_config(None)).needs_features()  # the seed model's own features
+    assert MllmSelector(load_config(None, ["selection.mllm_selector.seed_fraction=0"])).needs_features()
+    assert not Tive(load_config(None)).needs_features()  # the warm-up model's own features
+    # no warm-up: the round's features are TIVE's only when they were taken on TIVE's layers
+    assert not Tive(load_config(None, ["selection.tive.warmup_fraction=0"])).needs_features()
+    assert Tive(load_config(None, ["selection.tive.warmup_fraction=0", "features.layers=attention"])).needs_features()
+
+
+def test_mllm_selector_trains_a_seed_model_every_round_and_scores_with_it(demo, tmp_path):
+    from adapt.features.store import FeatureStore
+    from adapt.selection.base import phase_seed
+
+    cfg = _run(demo, tmp_path / "run", "mllm_selector", ["grounding", "reasoning"])
+    sizes = []
+    for t in (0, 1):
+        rd = tmp_path / "run" / "rounds" / str(t)
+        sel = pd.read_parquet(rd / "selection.parquet")
+        pool = sel["uid"].tolist()  # the round's active pool, in pool order
+        n = len(pool)
+        sizes.append(n)
+        seed_dir = rd / "mllm_selector"
+        assert (seed_dir / "warmup" / "adapter_config.json").is_file()  # the seed model of round t
+        warm = _read(seed_dir / "warmup_uids.json")
+        assert len(warm) == len(set(warm)) == round(0.1 * n) == _read(rd / "selector.json")["seed_samples"]
+        rows = seed_rows(n, 0.1, np.random.default_rng(phase_seed(cfg.seed, t, "select")))
+        assert warm == [pool[i] for i in rows]  # a random share of round t's whole active pool
+        store = FeatureStore(seed_dir / "features")
+        assert store.uids() == pool and store.complete
+        # necessity = the seed model's answer loss (float32 in the store, float64 in the table: exact)
+        np.testing.assert_array_equal(sel["score"].to_numpy(), store.scores()["loss"].to_numpy(dtype=np.float64))
+        assert not (rd / "features").exists()  # the round's own features are not read, so not computed
+    assert sizes[1] > sizes[0]  # round 1's pool holds the new dataset too
+
+
+def test_tive_takes_its_gradients_on_every_attention_lora_layer(demo, tmp_path):
+    _run(demo, tmp_path / "run", "tive", ["grounding"])
+    rd = tmp_path / "run" / "rounds" / "0"
+    assert _read(rd / "tive" / "features" / "meta.json")["layers"] == "attention"
+    info = _read(rd / "selector.json")
+    assert info["layers"] == "attention"
+    assert info["lora_weights"] == _attention_lora_weights(4) == 8192
+    assert (rd / "tive" / "warmup" / "adapter_config.json").is_file()
+
+
+class _Samples:
+    def __init__(self, samples):
+        self.by_uid = {s.uid: s for s in samples}
+
+    def samples(self, uids):
+        return [self.by_uid[u] for u in uids]
+
+
+@pytest.mark.parametrize("peft", [False, True])
+def test_tive_without_warm_up_takes_its_own_layers_on_the_rounds_model(peft, tiny_models, toy_samples, tmp_path):
+    """warmup_fraction 0 and features.layers (all) not TIVE's (attention): TIVE's own store on the
+    round's model, in rounds/<t>/tive; the round's model itself is not changed."""
+    from adapt.features.per_sample import lora_linears
+    from adapt.layout import RoundLayout
+    from adapt.methods.reference import reference_store
+    from adapt.models.loading import load_model
+    from adapt.models.lora import add_new_adapter
+    from adapt.selection.base import SelectionContext
+
+    cfg = load_config(None, ["features.dim=32", "features.batch_size=3", "lora.r=4",
+                             "selection.tive.warmup_fraction=0"])
+    assert cfg.features.layers == "all" and cfg.selection.tive.layers == "attention"
+    bundle = load_model(tiny_models["tiny-llava"])
+    if peft:  # the round's model as the features phase leaves it
+        bundle.model = add_new_adapter(bundle.model, cfg.lora)
+        linears = lora_linears(bundle.model, "attention")
+        assert sum(lin.numel for lin in linears) == _attention_lora_weights(4)
+        assert {lin.name.split(".self_attn.")[1].split(".")[0] for lin in linears} == {"q_proj", "k_proj", "v_proj",
+                                                                                      "o_proj"}
+    kind = type(bundle.model)
+    pool = pd.DataFrame({"uid": [s.uid for s in toy_samples], "dataset": "toy", "task": "toy", "round_added": 0})
+    ctx = SelectionContext(round=0, pool=pool, new_uids=pool["uid"].tolist(), budget=1, seed=0, config=cfg,
+                           settings=cfg.selection.tive, data=_Samples(toy_samples),
+                           files=RoundLayout(tmp_path / "rounds" / "0"), model=bundle)
+    store = reference_store(ctx, "tive", np.zeros(0, np.int64), desc="tive", layers=cfg.selection.tive.layers)
+    assert store.root == tmp_path / "rounds" / "0" / "tive" / "features" and store.complete
+    assert store.meta["layers"] == "attention" and store.meta["lora_weights"] == _attention_lora_weights(4)
+    assert _read(store.root / "meta.json")["layers"] == "attention"
+    assert not (tmp_path / "rounds" / "0" / "features").exists()
+    assert type(bundle.model) is kind  # no adapter added to the round's model
+
+
+# ---------------------------------------------------------------------------------------------- DataTailor's states
+@pytest.mark.numeric
+@pytest.mark.parametrize("name,peft", [("tiny-llava", False), ("tiny-llava", True), ("tiny-qwen2-vl", True),
+                                       ("tiny-causal-lm", True)])
+def test_datatailor_hidden_states_before_and_after_the_final_norm(name, peft, tiny_models, toy_samples, tmp_path):
+    """pre_norm: the last decoder layer's output (captured here by a forward hook on that layer) at
+    the last valid token, and I, τ of it over the valid tokens; post_norm: ``hidden_states[-1]``."""
+    from adapt.features.store import FeatureStore
+    from adapt.models.collate import Collator
+    from adapt.models.loading import load_model
+    from adapt.models.lora import add_new_adapter
+    from adapt.scoring.base import ScoringContext
+
+    b = load_model(tiny_models[name], dtype="float64")
+    if peft:
+        b.model = add_new_adapter(b.model, load_config(None, ["lora.r=4"]).lora)
+    b.model.eval()
+    decoder = (b.model.get_base_model() if peft else b.model).get_decoder()
+    batch = Collator(b.family, 256)(toy_samples)
+    mask = batch["attention_mask"].bool()
+    assert (~mask).any()  # the batch is padded: the valid tokens matter
+    with torch.no_grad():
+        post = b.model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True).hidden_states[-1]
+    assert post.dtype == torch.float64
+    rows = {}
+    for hidden in ("pre_norm", "post_norm"):
+        captured = []
+        handle = decoder.layers[-1].register_forward_hook(
+            lambda mod, args, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            ctx = ScoringContext.of_samples(toy_samples, model=b.model, family=b.family, max_length=256, batch_size=3,
+                                            settings=SelectionConfig(datatailor={"hidden": hidden}))
+            _, sig = pool_signals(ctx, tmp_path / hidden)
+        finally:
+            handle.remove()
+        assert len(captured) == 1  # one batch, one forward
+        store = FeatureStore(tmp_path / hidden)
+        assert store.meta["hidden"] == hidden
+        h = captured[0] if hidden == "pre_norm" else post
+        feats = np.asarray(store.features())
+        for i in range(len(toy_samples)):
+            valid = h[i, mask[i]]
+            # the store's path: float64 → float32 → the file's dtype, the same two roundings here
+            np.testing.assert_array_equal(feats[i], valid[-1].float().numpy().astype(feats.dtype))
+            info, tau = spectral_entropy(valid)
+            assert sig["informativeness"][i] == np.float32(info) and sig["tau"][i] == np.float32(tau)
+        rows[hidden] = feats
+    assert not np.array_equal(rows["pre_norm"], rows["post_norm"])  # the final norm moved them
+
+
+def test_datatailor_pre_norm_names_a_model_without_a_final_norm():
+    class NoNorm(torch.nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="NoNorm"):
+        final_norm(NoNorm())

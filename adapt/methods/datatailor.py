@@ -1,9 +1,15 @@
 """DataTailor (Yu et al. 2024/2025, arXiv 2412.06293; METHODS.md, DataTailor): informativeness,
 uniqueness and representativeness inside the clusters of each task, combined by rank.
 
-- Informativeness I_i (paper eq. 2): H = the last layer's hidden states of sample i over its valid
-  tokens (image and text), L × h; s its singular values, p = s / Σs, I_i = −Σ p log p (spectral
-  entropy); τ_i = max_j p_j. The feature p_i for clustering is the hidden state of the last token.
+- Informativeness I_i (paper eq. 2): H = the last decoder layer's hidden states of sample i over
+  its valid tokens (image and text), L × h; s its singular values, p = s / Σs, I_i = −Σ p log p
+  (spectral entropy); τ_i = max_j p_j. The feature p_i for clustering is the hidden state of the
+  last valid token. ``hidden: pre_norm`` (default) takes H before the language model's final norm,
+  as the reference does (Yuqifan1117/DataTailor ``llava/model/modeling_llama.py``,
+  ``LlamaModel.forward``: the SVD, the entropy, τ and the last-token feature are computed from
+  ``hidden_states[i][causal_mask[i], :]`` after the decoder-layer loop and before
+  ``hidden_states = self.norm(hidden_states)``), captured here by a forward pre-hook on that norm;
+  ``post_norm`` takes transformers' ``hidden_states[-1]``, the output of the final norm.
 - Clusters: inside each task, Ward hierarchical clustering of p_i cut at ``cut`` × the height of
   the last merge. Ward is quadratic in time and memory, so a task of more than ``ward_max`` samples
   is first reduced to ``ward_max`` k-means centroids (faiss, Euclidean) and Ward runs on the
@@ -22,6 +28,8 @@ As an expert in Adapt-∞'s pool, ``datatailor`` scores each sample by V_i.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,7 @@ from adapt.selection.budget import split_weighted
 from adapt.selection.inputs import per_task_rows, scoring_context
 
 SIGNALS = ("informativeness", "tau")
+HIDDEN = ("pre_norm", "post_norm")  # ``selection.datatailor.hidden``
 
 
 def spectral_entropy(h: torch.Tensor) -> tuple[float, float]:
@@ -49,23 +58,71 @@ def spectral_entropy(h: torch.Tensor) -> tuple[float, float]:
     return float(-(nz * nz.log()).sum()), float(p.max())
 
 
+def final_norm(model: Any) -> torch.nn.Module:
+    """The language model's final norm, the module right after its last decoder layer: ``norm`` of
+    the decoder (``get_decoder()``: LlamaModel in LLaVA and causal LMs, Qwen2VLTextModel in Qwen2-VL),
+    of ``language_model`` or of ``model``, through a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    candidates = [base.get_decoder() if hasattr(base, "get_decoder") else None,
+                  getattr(base, "language_model", None), getattr(base, "model", None)]
+    candidates += [getattr(c, "model", None) for c in candidates if c is not None]
+    for c in candidates:
+        norm = getattr(c, "norm", None)
+        if isinstance(norm, torch.nn.Module):
+            return norm
+    raise ValueError(f"selection.datatailor.hidden=pre_norm: no final norm found in {type(base).__name__} "
+                     "(looked for get_decoder().norm, language_model.norm and model.norm); use hidden=post_norm")
+
+
+@contextmanager
+def norm_input(norm: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """While open, each forward through ``norm`` leaves its input in the yielded dict (``"h"``)."""
+    box: dict[str, torch.Tensor] = {}
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        box["h"] = args[0] if args else kwargs["hidden_states"]
+
+    handle = norm.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def last_hidden_states(model: Any, inputs: dict[str, Any], hidden: str = "pre_norm",
+                       norm: torch.nn.Module | None = None) -> torch.Tensor:
+    """[b, T, h] hidden states of the last decoder layer: before the final norm (``pre_norm``, the
+    input of ``norm``, default :func:`final_norm`) or after it (``post_norm``, ``hidden_states[-1]``)."""
+    if hidden == "post_norm":
+        return model(**inputs, output_hidden_states=True).hidden_states[-1]
+    if hidden != "pre_norm":
+        raise ValueError(f"selection.datatailor.hidden={hidden!r}: one of {', '.join(HIDDEN)}")
+    with norm_input(norm if norm is not None else final_norm(model)) as box:
+        model(**inputs)
+    return box["h"]
+
+
 def hidden_signals(model: Any, family: Any, samples: list, store: FeatureStore, batch_size: int, max_length: int,
-                   progress: bool = False) -> FeatureStore:
-    """Fill ``store`` (columns SIGNALS): the last-token hidden state of each sample as its feature,
-    and I, τ of its last-layer hidden states over the valid tokens."""
+                   progress: bool = False, hidden: str = "pre_norm") -> FeatureStore:
+    """Fill ``store`` (columns SIGNALS): the last valid token's hidden state of each sample as its
+    feature, and I, τ of its hidden states over the valid tokens (``hidden``: before or after the
+    final norm, :func:`last_hidden_states`)."""
     from adapt.features.extract import fill_store
+    from adapt.features.per_sample import at_least_float32
+
+    norm = final_norm(model) if hidden == "pre_norm" else None
 
     @torch.no_grad()
     def compute(part: list, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
-        h = out.hidden_states[-1].float()
+        h = at_least_float32(last_hidden_states(model, {k: v for k, v in batch.items() if k != "labels"}, hidden,
+                                                norm))
         mask = batch["attention_mask"].bool()
         feats, sig = [], []
         for i in range(len(part)):
             valid = h[i, mask[i]]
             feats.append(valid[-1])
             sig.append(spectral_entropy(valid))
-        return torch.stack(feats), torch.tensor(sig, dtype=torch.float32)
+        return torch.stack(feats), torch.tensor(sig, dtype=torch.float64)
 
     was_training = model.training
     model.eval()
@@ -176,10 +233,13 @@ def pool_signals(ctx: ScoringContext, root: Path) -> tuple[np.ndarray, pd.DataFr
     """(last-token features, signals table) of the context's samples, from the resumable store ``root``."""
     if ctx.model is None or ctx.family is None:
         raise ValueError("datatailor runs the model: give the round's model")
-    hidden = ctx.model.get_input_embeddings().embedding_dim
-    store = FeatureStore.create(root, ctx.uids, hidden, columns=SIGNALS, projector="last-token-hidden", layers="last")
+    which = ctx.setting("datatailor").hidden
+    dim = ctx.model.get_input_embeddings().embedding_dim
+    store = FeatureStore.create(root, ctx.uids, dim, columns=SIGNALS, projector="last-token-hidden", layers="last",
+                                hidden=which)
     if not store.complete:
-        hidden_signals(ctx.model, ctx.family, ctx.samples, store, ctx.batch_size, ctx.max_length, ctx.progress)
+        hidden_signals(ctx.model, ctx.family, ctx.samples, store, ctx.batch_size, ctx.max_length, ctx.progress,
+                       hidden=which)
     return np.asarray(store.features(), dtype=np.float32), store.scores()
 
 

@@ -2,8 +2,12 @@
 
 The paper's code is not public; this is **our reading of the paper**, as METHODS.md documents it:
 
-- a *seed model* fine-tuned on a random subset of the pool (``seed_fraction``); in a continual run
-  the round's model, trained on the earlier rounds, is the seed model (``seed_fraction`` 0);
+- a *seed model*: a copy of the round's model fine-tuned one epoch on a random share
+  ``seed_fraction`` (0.1) of the round's active pool, the new dataset included, each round
+  (METHODS.md: the paper fine-tunes a seed model before it scores); its adapter and the rows it was
+  trained on are kept in ``rounds/<t>/mllm_selector/`` (:mod:`adapt.methods.reference`).
+  ``seed_fraction`` 0: the round's model, trained on the earlier rounds, and its features stand in
+  (it has not seen the new data, so necessity then means "new");
 - necessity(x) = the seed model's answer loss on x: what it still gets wrong is what it needs;
 - groups = k-means clusters of the gradient features (``groups``);
 - a fraction α of the budget goes to the highest necessity overall; the rest is spread over the
@@ -11,7 +15,7 @@ The paper's code is not public; this is **our reading of the paper**, as METHODS
   for diversity).
 
 As an expert in Adapt-∞'s pool, ``mllm_selector`` scores each sample by its necessity under the
-round's model (the stored answer loss of the gradient pass).
+round's model (the stored answer loss of the round's gradient pass; no seed model).
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ from adapt.selection.base import SELECTORS, Selection, SelectionContext, Selecto
 from adapt.selection.budget import split_weighted
 from adapt.selection.clustering import cluster
 from adapt.methods.reference import reference_store
-
-ONE_SHOT_SEED_FRACTION = 0.1  # ``adapt select``'s seed subset when the config leaves it unset
 
 
 def mllm_selector_pick(necessity: np.ndarray, groups: np.ndarray, budget: int, alpha: float = 0.5) -> np.ndarray:
@@ -67,11 +69,12 @@ class MllmSelector(Selector):
     needs_model = True
 
     def needs_features(self) -> bool:
-        return not self.config.selection.mllm_selector.seed_fraction  # None or 0: the round's model and features
+        """Only without a seed model (``seed_fraction`` 0): then the round's features are read."""
+        return self.config.selection.mllm_selector.seed_fraction == 0
 
     def select(self, ctx: SelectionContext) -> Selection:
         st = ctx.settings
-        warm = seed_rows(len(ctx.pool), st.seed_fraction or 0.0, np.random.default_rng(ctx.seed))
+        warm = seed_rows(len(ctx.pool), st.seed_fraction, np.random.default_rng(ctx.seed))
         store = reference_store(ctx, "mllm_selector", warm, desc=f"round {ctx.round} mllm_selector seed")
         necessity = store.scores()["loss"].to_numpy(dtype=np.float64)
         groups = cluster(store.normalized(), st.groups, ctx.seed).labels

@@ -3,7 +3,11 @@ value from gradient features.
 
 1. A warm-up reference model: a copy of the round's model fine-tuned one epoch on the same number of
    samples from every task, n = ``warmup_fraction``·|D| / #tasks (the authors' 8%).
-2. Its per-sample LoRA gradients: projected features ĝ and the unprojected norm ‖∇ℓ‖₂ (``grand``).
+2. Its per-sample LoRA gradients on ``layers`` (default every self-attention LoRA layer of the
+   language model, as simplelifetime/TIVE ``compute_gradient_features.py`` marks ``'lora' in n and
+   'self_attn' in n`` trainable): projected features ĝ and the unprojected norm ‖∇ℓ‖₂ (``grand``).
+   With ``warmup_fraction`` 0 the round's model stands in: the round's store when
+   ``features.layers`` are TIVE's, else TIVE's own store on the round's model (``rounds/<t>/tive/``).
 3. Task value V(T) = mean_{s∈T} ‖∇ℓ(s)‖₂ (paper eq. 3).
 4. Budget per task n_T ∝ V(T) (paper eq. 5). Where the authors repeat a task whose n_T exceeds |T|,
    we take it whole and give the excess to the other tasks by value: the selection table holds each
@@ -14,7 +18,7 @@ value from gradient features.
    the draw almost uniform), by Gumbel top-n.
 
 As an expert in Adapt-∞'s pool, ``tive`` scores each sample by its instance value on the round's
-features (the round's model stands in for the warm-up model).
+features (the round's model stands in for the warm-up model, ``features.layers`` for TIVE's layers).
 """
 
 from __future__ import annotations
@@ -101,7 +105,9 @@ class Tive(Selector):
     needs_model = True
 
     def needs_features(self) -> bool:
-        return self.config.selection.tive.warmup_fraction == 0  # no warm-up: the round's own features
+        """No warm-up and the round's features taken on TIVE's layers: those features are TIVE's."""
+        st = self.config.selection.tive
+        return st.warmup_fraction == 0 and st.layers == self.config.features.layers
 
     def select(self, ctx: SelectionContext) -> Selection:
         st = ctx.settings
@@ -109,9 +115,13 @@ class Tive(Selector):
         tasks = sctx.tasks
         rng = np.random.default_rng(ctx.seed)
         warm = warmup_rows(tasks, st.warmup_fraction, rng)
-        store = reference_store(ctx, "tive", warm, desc=f"round {ctx.round} tive")
+        store = reference_store(ctx, "tive", warm, desc=f"round {ctx.round} tive", layers=st.layers)
         sctx.store = store
         selected, inst, values, quotas = tive_select(store.normalized(), stored_column(sctx, "grand"), tasks,
                                                      ctx.budget, q=st.q, seed=ctx.seed)
-        return Selection(selection_frame(ctx.pool, selected, scores=inst, experts=np.full(len(inst), "tive", dtype=object)),
-                         {"warmup_samples": int(len(warm)), "task_value": values, "task_budget": quotas})
+        summary = {"warmup_samples": int(len(warm)), "task_value": values, "task_budget": quotas,
+                   "layers": store.meta.get("layers")}
+        if "lora_weights" in store.meta:  # known when the gradients were taken in this process
+            summary["lora_weights"] = int(store.meta["lora_weights"])
+        experts = np.full(len(inst), "tive", dtype=object)
+        return Selection(selection_frame(ctx.pool, selected, scores=inst, experts=experts), summary)
