@@ -4,6 +4,7 @@
     python experiments/compare.py --stream alt         # one stream
     python experiments/compare.py --stream default --rows random adapt_inf --seeds 0 --scale 0.05 \\
         --runs runs/try --out /tmp/try                        # a quick look at two rows
+    python experiments/compare.py --oneshot            # the seed papers' one-shot setting (below)
 
 Each (row, seed) is ``adapt run CONFIG <the row's overrides> seed=S stream.builtin=STREAM`` into
 ``RUNS/<stream>/<row>-s<S>``, run as its own process, ``--jobs`` at a time (each with
@@ -16,6 +17,15 @@ F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's sc
 round and after the last; the rare skills; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv`` (one line per run) and
 ``<stream>/`` with the plots: the accuracy matrices side by side (seed of the first run), the
 forgetting per task, A against the samples trained.
+
+``--oneshot``: the experiment TIVE, MLLM-Selector, DataTailor and GDO report ("15% of the data ≈ 100%
+of it"): every dataset of the stream in round 0 (``stream.all_at_once=true``), one selection of
+``selection.budget=<ratio>`` of the union, one training, evaluation on every task. Each one-shot
+row (:data:`ONESHOT_ROWS`) runs at each ratio (``--ratios``) and seed into
+``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, and ``multitask`` (one training on all of it) once per
+seed as ``multitask-r1-s<S>``; same data, resumable the same way. Then ``OUT/<stream>_oneshot.md``
+(per ratio: A, A as % of multitask's, the paired difference to ``random`` at that ratio, samples
+trained), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +89,53 @@ ROWS: dict[str, Row] = {
     "adapt_inf_no_prune": Row("`adapt_inf` without pruning", ("selection.method=adapt_inf",)),
     "multitask": Row("`multitask` (reference: one training on the union)", ("selection.method=multitask",)),
 }
+# the one-shot setting (--oneshot): each row at each ratio; Adapt-∞ without pruning (one round: none to do)
+ONESHOT_ROWS: dict[str, Row] = {
+    "random": ROWS["random"],
+    **{e: ROWS[e] for e in ("ppl", "el2n", "entropy", "grand", "image_grounding")},
+    "adapt_inf": Row("`adapt_inf`", ("selection.method=adapt_inf",)),
+    **{m: ROWS[m] for m in ("tive", "mllm_selector", "datatailor", "gdo")},
+}
+RATIOS = (0.05, 0.15, 0.5)
+ALL_AT_ONCE = "stream.all_at_once=true"
 KEYS = (("avg_accuracy", "A"), ("maa", "MAA"), ("forgetting", "F"), ("bwt", "BWT"), ("fwt", "FWT"))
 
 
 # ------------------------------------------------------------------------------------ running
+@dataclass(frozen=True)
+class Job:
+    """One run of a grid: its row, seed, directory, the overrides that create it, and (one shot)
+    the share of the union it selects."""
+
+    row: str
+    seed: int
+    run: Path
+    overrides: tuple[str, ...]
+    ratio: float | None = None
+
+
 def run_dir(runs: Path, stream: str, row: str, seed: int) -> Path:
     return runs / stream / f"{row}-s{seed}"
+
+
+def oneshot_dir(runs: Path, stream: str, row: str, ratio: float, seed: int) -> Path:
+    """``RUNS/<stream>-oneshot/<row>-r<ratio>-s<seed>`` (the ratio as ``%g``: 0.15, 1)."""
+    return runs / f"{stream}-oneshot" / f"{row}-r{ratio:g}-s{seed}"
+
+
+def continual_jobs(args: argparse.Namespace) -> list[Job]:
+    """The continual grid: every row × seed."""
+    return [Job(r, s, run_dir(args.runs, args.stream, r, s), ROWS[r].overrides) for r in args.rows for s in args.seeds]
+
+
+def oneshot_jobs(args: argparse.Namespace) -> list[Job]:
+    """The one-shot grid: every row × ratio × seed all at once at ``selection.budget=<ratio>``, then
+    ``multitask`` once per seed (ratio 1: it trains on the whole union)."""
+    jobs = [Job(r, s, oneshot_dir(args.runs, args.stream, r, q, s),
+                (*ONESHOT_ROWS[r].overrides, ALL_AT_ONCE, f"selection.budget={float(q)!r}"), q)
+            for q in args.ratios for r in args.rows for s in args.seeds]
+    return jobs + [Job("multitask", s, oneshot_dir(args.runs, args.stream, "multitask", 1.0, s),
+                       (*ROWS["multitask"].overrides, ALL_AT_ONCE), 1.0) for s in args.seeds]
 
 
 def finished(run: Path) -> bool:
@@ -95,34 +147,41 @@ def finished(run: Path) -> bool:
     return state.get("status") == "finished" and layout.metrics.is_file()
 
 
-def command(args: argparse.Namespace, row: str, seed: int, run: Path) -> list[str]:
-    if RunLayout(run).state.is_file():
-        return [sys.executable, "-m", "adapt", "run", "--resume", str(run), "--quiet"]
-    return [sys.executable, "-m", "adapt", "run", str(args.config), *ROWS[row].overrides, f"seed={seed}",
+def command(args: argparse.Namespace, job: Job) -> list[str]:
+    """``adapt run`` creating the job's run, or resuming it when it has a state.json."""
+    if RunLayout(job.run).state.is_file():
+        return [sys.executable, "-m", "adapt", "run", "--resume", str(job.run), "--quiet"]
+    return [sys.executable, "-m", "adapt", "run", str(args.config), *job.overrides, f"seed={job.seed}",
             f"stream.builtin={args.stream}", f"stream.scale={args.scale}", f"stream.data_dir={data_dir(args)}",
-            *args.sets, "--run-dir", str(run), "--quiet"]
+            *args.sets, "--run-dir", str(job.run), "--quiet"]
 
 
 def data_dir(args: argparse.Namespace) -> Path:
+    """The stream's data, written once and shared by its continual and one-shot runs."""
     return (args.runs / args.stream / "data").resolve()
 
 
-def launch(args: argparse.Namespace, row: str, seed: int, threads: int) -> tuple[str, int, int, float]:
-    run = run_dir(args.runs, args.stream, row, seed)
-    run.parent.mkdir(parents=True, exist_ok=True)
+def log_path(run: Path) -> Path:
+    """``<run>.log`` beside the run directory (not ``with_suffix``: a ratio's dot is no suffix)."""
+    return run.parent / f"{run.name}.log"
+
+
+def launch(args: argparse.Namespace, job: Job, threads: int) -> tuple[Job, int, float]:
+    """Run one job to its end (its output appended to ``<run>.log``): the job, exit status, seconds."""
+    job.run.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), WANDB_SILENT="true",
                WANDB_MODE="offline", HF_HUB_OFFLINE="1")
     start = time.perf_counter()
-    with open(run.with_suffix(".log"), "a") as log:
-        rc = subprocess.run(command(args, row, seed, run), stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=ROOT).returncode
-    return row, seed, rc, time.perf_counter() - start
+    with open(log_path(job.run), "a") as log:
+        rc = subprocess.run(command(args, job), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    return job, rc, time.perf_counter() - start
 
 
-def run_grid(args: argparse.Namespace) -> None:
+def run_grid(args: argparse.Namespace, jobs: list[Job]) -> None:
+    """The jobs not finished yet, ``args.jobs`` at a time; exits naming the failed ones."""
     from tqdm.auto import tqdm
 
-    todo = [(r, s) for r in args.rows for s in args.seeds if not finished(run_dir(args.runs, args.stream, r, s))]
+    todo = [j for j in jobs if not finished(j.run)]
     if not todo:
         return
     manifest = stream_manifest(data_dir(args))
@@ -132,13 +191,13 @@ def run_grid(args: argparse.Namespace) -> None:
     print(f"{len(todo)} run(s) to do, {args.jobs} at a time, {threads} thread(s) each", flush=True)
     failed = []
     with ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(todo), unit="run") as bar:
-        futures = [pool.submit(launch, args, r, s, threads) for r, s in todo]
+        futures = [pool.submit(launch, args, j, threads) for j in todo]
         for f in as_completed(futures):
-            row, seed, rc, seconds = f.result()
+            job, rc, seconds = f.result()
             bar.update(1)
-            bar.write(f"{row} seed {seed}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {seconds / 60:.1f} min")
+            bar.write(f"{job.run.name}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {seconds / 60:.1f} min")
             if rc != 0:
-                failed.append(f"{row}-s{seed} (see {run_dir(args.runs, args.stream, row, seed).with_suffix('.log')})")
+                failed.append(f"{job.run.name} (see {log_path(job.run)})")
     if failed:
         sys.exit("failed: " + ", ".join(failed))
 
@@ -360,12 +419,179 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     return md_path
 
 
+# ------------------------------------------------------------------------------------ one shot
+def collect_oneshot(args: argparse.Namespace) -> dict[tuple[str, float], list[dict]]:
+    """The finished one-shot runs, by (row, ratio); ``multitask`` under ratio 1."""
+    runs: dict[tuple[str, float], list[dict]] = {}
+    for j in oneshot_jobs(args):
+        if finished(j.run):
+            runs.setdefault((j.row, float(j.ratio)), []).append(load_run(j.run))
+    return runs
+
+
+def by_seed(rs: list[dict], key: str = "avg_accuracy") -> dict[int, float]:
+    """``key`` of each run, by the run's seed (runs without it left out)."""
+    return {r["config"].get("seed"): r[key] for r in rs if r.get(key) is not None}
+
+
+def paired(a: dict[int, float], b: dict[int, float], fn: Callable[[float, float], float | None]) -> list[float]:
+    """``fn(a[s], b[s])`` over the seeds both have, in ``a``'s order (None results left out)."""
+    out = [fn(a[s], b[s]) for s in a if s in b]
+    return [v for v in out if v is not None]
+
+
+def oneshot_rows(runs: dict[tuple[str, float], list[dict]], rows: list[str], ratio: float) -> list[dict]:
+    """One line per row that ran at ``ratio``: its runs, A by seed, the per-seed A / A_multitask and
+    A − A_random (same seed), the wins over ``random`` and their :func:`verdict`."""
+    reference = by_seed(runs.get(("multitask", 1.0), []))
+    rand = by_seed(runs.get(("random", float(ratio)), []))
+    out = []
+    for row in rows:
+        rs = runs.get((row, float(ratio)))
+        if not rs:
+            continue
+        a = by_seed(rs)
+        diffs = paired(a, rand, lambda x, y: x - y) if row != "random" else []
+        out.append({"row": row, "runs": rs, "A": a, "pct": paired(a, reference, lambda x, y: x / y if y else None),
+                    "diffs": diffs, "wins": sum(d > 0 for d in diffs),
+                    "verdict": verdict(diffs, +1) if diffs else "—"})
+    return out
+
+
+def oneshot_command(args: argparse.Namespace) -> str:
+    """The command line that makes this stream's one-shot table (defaults left out)."""
+    parts = ["python experiments/compare.py --oneshot", f"--stream {args.stream}"]
+    if list(args.rows) != list(ONESHOT_ROWS):
+        parts.append("--rows " + " ".join(args.rows))
+    parts += ["--ratios " + " ".join(f"{q:g}" for q in args.ratios), "--seeds " + " ".join(map(str, args.seeds))]
+    if args.scale != 1.0:
+        parts.append(f"--scale {args.scale:g}")
+    if getattr(args, "stream_seed", 0):
+        parts.append(f"--stream-seed {args.stream_seed}")
+    config = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
+    if config != Path("configs/demo.yaml"):
+        parts.append(f"--config {config}")
+    return " ".join(parts)
+
+
+def write_oneshot(args: argparse.Namespace, runs: dict[tuple[str, float], list[dict]]) -> Path:
+    """``OUT/<stream>_oneshot.md`` and ``.csv`` and the plot of A against the ratio."""
+    from adapt.io import write_text_atomic
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    reference = runs.get(("multitask", 1.0), [])
+    lines = [f"# One-shot selection on the `{args.stream}` stream", "",
+             "The seed papers' own experiment (TIVE, MLLM-Selector, DataTailor, GDO: \"15% of the data ≈ 100% of "
+             "full data\"): every dataset of the stream in one round (`stream.all_at_once`), one selection of a "
+             "share of their union, one training, evaluation on every task; against `multitask` (one training on "
+             "all of it) and `random` at the same share.", "",
+             f"Made by `{oneshot_command(args)}` (stream scale {args.scale:g}). Scores in %, mean ± std over the "
+             "seeds. % of multitask: 100 · A / A_multitask of the same seed, mean ± std over the seeds. "
+             "Δ vs `random`: A − A_random at the same share and seed (points), mean ± std over the seeds; wins: "
+             "the seeds where it is above; better than `random`: holds or fails when the mean difference exceeds "
+             "its std over the seeds, otherwise within seed noise.", ""]
+    lines += ["`multitask` (the reference: the whole union, one training):", ""]
+    lines += _md(["run", "seeds", "A", "samples trained"],
+                 [[ROWS["multitask"].label, str(len(reference)), mean_std([r.get("avg_accuracy") for r in reference]),
+                   mean_std([float(sum(r["samples_trained"])) for r in reference], scale=1.0, digits=0)]]
+                 if reference else [])
+    csv_rows = [_oneshot_csv(args, "multitask", 1.0, r, None, None) for r in reference]
+    points: dict[str, list[tuple[float, list[float]]]] = {}
+    for q in args.ratios:
+        table = oneshot_rows(runs, list(args.rows), q)
+        if not table:
+            continue
+        lines += [f"## {100 * q:g}% of the union", ""]
+        lines += _md(["method", "seeds", "A", "% of multitask", "Δ vs `random`", "wins vs `random`",
+                      "better than `random`", "samples trained"],
+                     [[ONESHOT_ROWS[t["row"]].label, str(len(t["runs"])), mean_std(list(t["A"].values())),
+                       mean_std(t["pct"]), mean_std(t["diffs"]) if t["diffs"] else "—",
+                       f"{t['wins']}/{len(t['diffs'])}" if t["diffs"] else "—", t["verdict"],
+                       mean_std([float(sum(r["samples_trained"])) for r in t["runs"]], scale=1.0, digits=0)]
+                      for t in table])
+        rand = by_seed(runs.get(("random", float(q)), []))
+        mt = by_seed(reference)
+        for t in table:
+            points.setdefault(t["row"], []).append((q, list(t["A"].values())))
+            for r in t["runs"]:
+                s, a = r["config"].get("seed"), r.get("avg_accuracy")
+                csv_rows.append(_oneshot_csv(
+                    args, t["row"], q, r, a / mt[s] if a is not None and mt.get(s) else None,
+                    a - rand[s] if a is not None and s in rand and t["row"] != "random" else None))
+    plot = plot_accuracy_vs_ratio(points, [r["avg_accuracy"] for r in reference if r.get("avg_accuracy") is not None],
+                                  out / f"{args.stream}_oneshot" / "accuracy_vs_ratio.png",
+                                  f"one-shot selection on the {args.stream} stream")
+    lines += [f"![A against the share of the union selected]({args.stream}_oneshot/{plot.name})", ""]
+    with open(out / f"{args.stream}_oneshot.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["row", "ratio", "seed", "A", "A_pct_multitask", "A_minus_random",
+                                           "samples_trained", "wall_seconds", "run_dir"])
+        w.writeheader()
+        w.writerows(csv_rows)
+    md_path = out / f"{args.stream}_oneshot.md"
+    write_text_atomic(md_path, "\n".join(lines))
+    return md_path
+
+
+def _oneshot_csv(args: argparse.Namespace, row: str, ratio: float, r: dict, pct: float | None,
+                 diff: float | None) -> dict:
+    return {"row": row, "ratio": ratio, "seed": r["config"].get("seed"), "A": r.get("avg_accuracy"),
+            "A_pct_multitask": pct, "A_minus_random": diff, "samples_trained": int(sum(r["samples_trained"])),
+            "wall_seconds": r.get("wall_seconds"), "run_dir": os.path.relpath(r["run_dir"], args.runs)}
+
+
+def plot_accuracy_vs_ratio(points: dict[str, list[tuple[float, list[float]]]], reference: list[float], path: Path,
+                           title: str) -> Path:
+    """A (%) against the share of the union selected, one line per method (mean, error bar: the std
+    over the seeds), and ``multitask``'s A as a dashed line (its std as a band)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    from adapt.io import write_with_atomic
+
+    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    colors = colormaps["tab20"].colors
+    colors = colors[0::2] + colors[1::2]
+    for k, (name, pts) in enumerate(points.items()):
+        pts = sorted(pts)
+        ys = [100 * float(np.mean(v)) for _, v in pts]
+        err = [100 * float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for _, v in pts]
+        dodge = 1.03 ** (k - (len(points) - 1) / 2)  # methods side by side at each ratio (log axis)
+        ax.errorbar([q * dodge for q, _ in pts], ys, yerr=err, marker="o", capsize=3, label=name,
+                    color=colors[k % 20])
+    if reference:
+        m = 100 * float(np.mean(reference))
+        sd = 100 * float(np.std(reference, ddof=1)) if len(reference) > 1 else 0.0
+        ax.axhline(m, color="black", linestyle="--", linewidth=1.0, label="multitask (100%)")
+        if sd:
+            ax.axhspan(m - sd, m + sd, color="black", alpha=0.08)
+    ratios = sorted({q for pts in points.values() for q, _ in pts})
+    if ratios:
+        ax.set_xscale("log")
+        ax.set_xticks(ratios, [f"{100 * q:g}%" for q in ratios])
+        ax.minorticks_off()
+    ax.set_xlabel("share of the union selected")
+    ax.set_ylabel("A, mean score over the tasks (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if points or reference:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stream", "--streams", dest="streams", nargs="+", default=list(STREAMS), choices=list(STREAMS),
                     metavar="STREAM", help=f"built-in streams, one table each (default: all): {', '.join(STREAMS)}")
-    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
-                    help=f"rows to run (default: all): {', '.join(ROWS)}")
+    ap.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                    help=f"rows to run (default: all): {', '.join(ROWS)}; with --oneshot: {', '.join(ONESHOT_ROWS)}")
+    ap.add_argument("--oneshot", action="store_true", help="the seed papers' one-shot setting: each row selects "
+                    "once from the union of the stream at each --ratios, against multitask (see above)")
+    ap.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS),
+                    help="with --oneshot: shares of the union to select (default: %(default)s)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
@@ -377,16 +603,24 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="where the tables go")
     ap.add_argument("--tables-only", action="store_true", help="only (re)write the tables from finished runs")
     args = ap.parse_args()
+    rows = ONESHOT_ROWS if args.oneshot else ROWS
+    args.rows = list(rows) if args.rows is None else args.rows
+    unknown = [r for r in args.rows if r not in rows]
+    if unknown:
+        ap.error(f"--rows: unknown {'one-shot ' if args.oneshot else ''}row(s) {', '.join(unknown)}; "
+                 f"choose from {', '.join(rows)}")
+    if args.oneshot and not all(0 < q <= 1 for q in args.ratios):
+        ap.error("--ratios: shares of the union, each in (0, 1]")
     args.sets = [*args.sets, f"stream.seed={args.stream_seed}"]
     args.config, args.runs, args.out = args.config.resolve(), args.runs.resolve(), args.out.resolve()
     for stream in args.streams:
         one = argparse.Namespace(**vars(args), stream=stream)
         if not args.tables_only:
-            run_grid(one)
-        runs = collect(one)
+            run_grid(one, oneshot_jobs(one) if args.oneshot else continual_jobs(one))
+        runs = collect_oneshot(one) if args.oneshot else collect(one)
         if not runs:
-            sys.exit(f"no finished run to tabulate on the {stream!r} stream")
-        print(f"wrote {write_results(one, runs)}", flush=True)
+            sys.exit(f"no finished {'one-shot ' if args.oneshot else ''}run to tabulate on the {stream!r} stream")
+        print(f"wrote {(write_oneshot if args.oneshot else write_results)(one, runs)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -80,15 +81,18 @@ def test_tables_from_finished_runs_match_hand_computed_values(tmp_path):
 
 
 def test_a_started_run_is_resumed_and_a_finished_one_is_skipped(tmp_path):
-    args = argparse.Namespace(stream="alt", runs=tmp_path, config=Path("/c.yaml"), scale=0.5, sets=["x=1"])
-    run = compare.run_dir(tmp_path, "alt", "tive", 2)
-    cmd = compare.command(args, "tive", 2, run)
+    args = argparse.Namespace(stream="alt", runs=tmp_path, config=Path("/c.yaml"), scale=0.5, sets=["x=1"],
+                              rows=["tive"], seeds=[2])
+    [job] = compare.continual_jobs(args)
+    run = tmp_path / "alt" / "tive-s2"
+    assert job == compare.Job("tive", 2, run, ("selection.method=tive", "features.enabled=false"))
+    cmd = compare.command(args, job)
     assert cmd[3:] == ["run", "/c.yaml", "selection.method=tive", "features.enabled=false", "seed=2",
                        "stream.builtin=alt", "stream.scale=0.5", f"stream.data_dir={tmp_path / 'alt' / 'data'}",
                        "x=1", "--run-dir", str(run), "--quiet"]
     run.mkdir(parents=True)
     (run / "state.json").write_text(json.dumps({"status": "running"}))
-    assert compare.command(args, "tive", 2, run)[3:] == ["run", "--resume", str(run), "--quiet"]
+    assert compare.command(args, job)[3:] == ["run", "--resume", str(run), "--quiet"]
     assert not compare.finished(run)
     (run / "state.json").write_text(json.dumps({"status": "finished"}))
     (run / "metrics.json").write_text("{}")
@@ -140,3 +144,120 @@ def test_one_command_writes_the_table_of_every_stream(tmp_path, monkeypatch):
     assert "| `random` | 1 | 50.0 |" in (out / "default.md").read_text()
     assert "| `random` | 1 | 25.0 |" in (out / "alt.md").read_text()
     assert (out / "alt" / "accuracy_matrices.png").is_file()
+
+
+# ------------------------------------------------------------------------------------ one shot
+def test_oneshot_rows_are_the_papers_methods_without_pruning():
+    assert list(compare.ONESHOT_ROWS) == ["random", "ppl", "el2n", "entropy", "grand", "image_grounding",
+                                          "adapt_inf", "tive", "mllm_selector", "datatailor", "gdo"]
+    assert compare.ONESHOT_ROWS["adapt_inf"].overrides == ("selection.method=adapt_inf",)
+    assert compare.ONESHOT_ROWS["grand"].overrides == ("selection.method=adapt_inf", "selection.adapt_inf.experts=[grand]",
+                                                       "selection.adapt_inf.expert_choice=fixed:grand")
+    assert not any("pool.max_size" in o for row in compare.ONESHOT_ROWS.values() for o in row.overrides)
+
+
+def test_oneshot_run_list_names_and_commands(tmp_path):
+    args = argparse.Namespace(stream="alt", runs=tmp_path, config=Path("/c.yaml"), scale=0.5, sets=["x=1"],
+                              rows=["random", "tive"], ratios=[0.05, 0.5], seeds=[0, 1])
+    jobs = compare.oneshot_jobs(args)
+    # rows × ratios × seeds, then multitask once per seed at ratio 1
+    assert [(j.row, j.ratio, j.seed, j.run.relative_to(tmp_path).as_posix()) for j in jobs] == [
+        ("random", 0.05, 0, "alt-oneshot/random-r0.05-s0"), ("random", 0.05, 1, "alt-oneshot/random-r0.05-s1"),
+        ("tive", 0.05, 0, "alt-oneshot/tive-r0.05-s0"), ("tive", 0.05, 1, "alt-oneshot/tive-r0.05-s1"),
+        ("random", 0.5, 0, "alt-oneshot/random-r0.5-s0"), ("random", 0.5, 1, "alt-oneshot/random-r0.5-s1"),
+        ("tive", 0.5, 0, "alt-oneshot/tive-r0.5-s0"), ("tive", 0.5, 1, "alt-oneshot/tive-r0.5-s1"),
+        ("multitask", 1.0, 0, "alt-oneshot/multitask-r1-s0"), ("multitask", 1.0, 1, "alt-oneshot/multitask-r1-s1")]
+    tive = jobs[2]
+    # the stream's data dir is the continual grid's
+    assert compare.command(args, tive)[3:] == [
+        "run", "/c.yaml", "selection.method=tive", "features.enabled=false", "stream.all_at_once=true",
+        "selection.budget=0.05", "seed=0", "stream.builtin=alt", "stream.scale=0.5",
+        f"stream.data_dir={tmp_path / 'alt' / 'data'}", "x=1", "--run-dir", str(tive.run), "--quiet"]
+    assert jobs[-1].overrides == ("selection.method=multitask", "stream.all_at_once=true")
+    # each run's log beside it, one per ratio
+    assert [compare.log_path(j.run).name for j in jobs[:5:4]] == ["random-r0.05-s0.log", "random-r0.5-s0.log"]
+
+
+def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
+    args = argparse.Namespace(stream="default", runs=tmp_path, rows=["random"], ratios=[0.15], seeds=[0, 1],
+                              jobs=2, threads=1, stream_seed=0, scale=1.0)
+    manifest = tmp_path / "default" / "data" / "stream.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")  # the stream's data are there: not written again
+    jobs = compare.oneshot_jobs(args)
+    done = jobs[1].run  # random-r0.15-s1 finished
+    done.mkdir(parents=True)
+    (done / "state.json").write_text(json.dumps({"status": "finished"}))
+    (done / "metrics.json").write_text("{}")
+    launched = []
+    monkeypatch.setattr(compare, "launch", lambda a, job, threads: launched.append(job.run.name) or (job, 0, 0.0))
+    compare.run_grid(args, jobs)
+    assert sorted(launched) == ["multitask-r1-s0", "multitask-r1-s1", "random-r0.15-s0"]
+
+
+def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int) -> None:
+    """A finished one-shot run ``runs/default-oneshot/<run>-s<seed>``: one row, both tasks at A."""
+    rd = runs / "default-oneshot" / f"{run}-s{seed}"
+    rd.mkdir(parents=True)
+    (rd / "state.json").write_text(json.dumps({"status": "finished"}))
+    (rd / "metrics.json").write_text(json.dumps({
+        "tasks": TASKS, "accuracy_matrix": [[A, A]], "avg_accuracy": A, "config": {"seed": seed},
+        "samples_trained": [samples], "rounds_done": 1, "rounds_total": 1}))
+
+
+def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path, monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    # dyadic scores: every quotient by multitask's A and every difference below is exact
+    for seed, a in ((0, 1.0), (1, 0.5)):
+        fake_oneshot(runs, "multitask-r1", seed, a, 200)
+    for run, seed, a in (("random-r0.15", 0, 0.5), ("random-r0.15", 1, 0.25),
+                         ("ppl-r0.15", 0, 0.25), ("ppl-r0.15", 2, 0.8125),  # seed 2: no multitask, no random
+                         ("tive-r0.15", 0, 0.75), ("tive-r0.15", 1, 0.15625),
+                         ("gdo-r0.15", 0, 0.625), ("gdo-r0.15", 1, 0.40625)):
+        fake_oneshot(runs, run, seed, a, 30)
+    fake_oneshot(runs, "random-r0.5", 0, 0.875, 100)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--oneshot", "--tables-only", "--stream", "default",
+                                      "--rows", "random", "ppl", "tive", "gdo", "--ratios", "0.15", "0.5",
+                                      "--seeds", "0", "1", "2", "--scale", "0.05", "--runs", str(runs),
+                                      "--out", str(out)])
+    compare.main()
+    md = (out / "default_oneshot.md").read_text()
+    assert "Made by `python experiments/compare.py --oneshot --stream default --rows random ppl tive gdo " \
+           "--ratios 0.15 0.5 --seeds 0 1 2 --scale 0.05` (stream scale 0.05)" in md
+    # multitask: A (1.0 + 0.5) / 2 = 75.0, std 0.5 / √2 = 35.4
+    assert "| `multitask` (reference: one training on the union) | 2 | 75.0 ± 35.4 | 200 ± 0 |" in md
+    at15, at50 = md.split("## 15% of the union")[1].split("## 50% of the union")
+    # random: A 0.5, 0.25 -> 37.5 ± 17.7; % of multitask 0.5/1, 0.25/0.5 -> 50.0 ± 0.0
+    assert "| `random` | 2 | 37.5 ± 17.7 | 50.0 ± 0.0 | — | — | — | 30 ± 0 |" in at15
+    # ppl: A 0.25, 0.8125 -> 53.1 ± 39.8; paired on seed 0 only: 0.25/1 = 25.0, 0.25 - 0.5 = -25.0
+    assert "| `ppl` alone, CCS | 2 | 53.1 ± 39.8 | 25.0 | -25.0 | 0/1 | fails (1 seed) | 30 ± 0 |" in at15
+    # tive: A 0.75, 0.15625 -> 45.3 ± 42.0; % 0.75, 0.3125 -> 53.1 ± 30.9; Δ 0.25, -0.09375 -> 7.8 ± 24.3 (noise)
+    assert "| `tive` | 2 | 45.3 ± 42.0 | 53.1 ± 30.9 | 7.8 ± 24.3 | 1/2 | within seed noise | 30 ± 0 |" in at15
+    # gdo: A 0.625, 0.40625 -> 51.6 ± 15.5; % 0.625, 0.8125 -> 71.9 ± 13.3; Δ 0.125, 0.15625 -> 14.1 ± 2.2 (holds)
+    assert "| `gdo` (minloss) | 2 | 51.6 ± 15.5 | 71.9 ± 13.3 | 14.1 ± 2.2 | 2/2 | holds | 30 ± 0 |" in at15
+    assert at50.splitlines()[4] == "| `random` | 1 | 87.5 | 87.5 | — | — | — | 100 |"
+    assert "`tive`" not in at50  # rows that did not run at a ratio: no line
+    rows = list(csv.DictReader(open(out / "default_oneshot.csv")))
+    assert [(r["row"], r["ratio"], r["seed"], r["A_pct_multitask"], r["A_minus_random"], r["run_dir"])
+            for r in rows] == [
+        ("multitask", "1.0", "0", "", "", "default-oneshot/multitask-r1-s0"),
+        ("multitask", "1.0", "1", "", "", "default-oneshot/multitask-r1-s1"),
+        ("random", "0.15", "0", "0.5", "", "default-oneshot/random-r0.15-s0"),
+        ("random", "0.15", "1", "0.5", "", "default-oneshot/random-r0.15-s1"),
+        ("ppl", "0.15", "0", "0.25", "-0.25", "default-oneshot/ppl-r0.15-s0"),
+        ("ppl", "0.15", "2", "", "", "default-oneshot/ppl-r0.15-s2"),
+        ("tive", "0.15", "0", "0.75", "0.25", "default-oneshot/tive-r0.15-s0"),
+        ("tive", "0.15", "1", "0.3125", "-0.09375", "default-oneshot/tive-r0.15-s1"),
+        ("gdo", "0.15", "0", "0.625", "0.125", "default-oneshot/gdo-r0.15-s0"),
+        ("gdo", "0.15", "1", "0.8125", "0.15625", "default-oneshot/gdo-r0.15-s1"),
+        ("random", "0.5", "0", "0.875", "", "default-oneshot/random-r0.5-s0")]
+    assert (out / "default_oneshot" / "accuracy_vs_ratio.png").stat().st_size > 1000
+    assert "![A against the share of the union selected](default_oneshot/accuracy_vs_ratio.png)" in md
+
+
+def test_oneshot_refuses_a_continual_row(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--oneshot", "--rows", "random_pruned"])
+    with pytest.raises(SystemExit) as exc:
+        compare.main()
+    assert exc.value.code == 2

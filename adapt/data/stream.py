@@ -130,7 +130,8 @@ def add_dataset(run_dir: Path, entry: DatasetEntry, progress: bool = False) -> A
     (under the stream lock): a run going on ingests it as its next round.
 
     Raises:
-        InputError: the stream already has a dataset of this name.
+        InputError: the stream already has a dataset of this name, or the run is all at once
+            (``stream.all_at_once``: its one round took the whole stream).
         DataError: the dataset is invalid under the run's rules. Nothing is written then.
     """
     from adapt.runlock import RunLock
@@ -148,6 +149,10 @@ def add_dataset(run_dir: Path, entry: DatasetEntry, progress: bool = False) -> A
 
     refuse_duplicate(load_stream(run_dir))
     rules = _stream_rules(run_dir)
+    if rules.all_at_once:
+        raise InputError(f"{run_dir}: an all-at-once run (stream.all_at_once) selects once from the union of the "
+                         f"stream it was created with, so a dataset added now would never be selected from; start "
+                         f"a new run with {entry.name!r} in stream.datasets")
     invalid = [0]
 
     def count(err: DataError, rec: Any) -> None:

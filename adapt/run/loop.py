@@ -108,32 +108,41 @@ class ContinualRun:
             self._frozen_stream = entries
         return entries
 
+    @property
+    def one_round(self) -> bool:
+        """Whether the whole stream is one round: a joint selector (``multitask``), or any selector
+        under ``stream.all_at_once``, the one-shot setting of TIVE, MLLM-Selector, DataTailor and GDO
+        (one selection of ``selection.budget`` from the union of every dataset, one training)."""
+        return self.selector.joint or self.config.stream.all_at_once
+
     def rounds(self) -> list[list[DatasetEntry]]:
-        """Datasets ingested at each round: one per round, or all at once for a joint selector."""
+        """Datasets ingested at each round: one per round, or all of them in round 0 (:attr:`one_round`)."""
         entries = self.stream
-        return [entries] if self.selector.joint else [[e] for e in entries]
+        return [entries] if self.one_round else [[e] for e in entries]
 
     # ------------------------------------------------------------------ the phase table
     def phase_table(self, t: int, entries: list[DatasetEntry]) -> list[tuple[str, Callable[[], Any], bool]]:
         """Round ``t``'s phases in order: (name, what runs, whether every rank runs it). The
-        features phase is there only when something reads it (the selector or the pruning)."""
+        features phase is there only when something reads it (the selector or the pruning); the
+        prune phase not in a one-round run, where no later round selects from the pool it caps."""
         p = self.phases
         table = [("ingest", lambda: p.ingest(t, entries), False)]
         if self.config.features.enabled and self.needs_features():
             table.append(("features", lambda: p.features(t), True))
-        return table + [
+        table += [
             ("select", lambda: p.select(t, entries), False),
             ("train", lambda: p.train(t), True),
             ("evaluate", lambda: p.evaluate(t), True),
-            ("prune", lambda: p.prune(t), False),
-            ("checkpoint", lambda: self.checkpoint(t), False),
         ]
+        if not self.one_round:
+            table.append(("prune", lambda: p.prune(t), False))
+        return table + [("checkpoint", lambda: self.checkpoint(t), False)]
 
     def needs_features(self) -> bool:
         """Whether a round's gradient features are read: by the selector, by its own pruning on
         them, or because ``features.every_round`` asks for them (analysis)."""
         pruning_reads = self.config.pool.max_size is not None and self.selector.has_own_pruning() and \
-            self.config.pool.prune_embedding == "gradient"
+            self.config.pool.prune_embedding == "gradient" and not self.one_round
         return self.config.features.every_round or self.selector.needs_features() or pruning_reads
 
     def run(self) -> dict[str, Any]:
@@ -209,7 +218,7 @@ class ContinualRun:
         """metrics.json's content from the per-round files."""
         return collect_metrics(self.layout, self.state, self.config, self.selector.name,
                                [e.name for e in self.stream if e.eval is not None], len(self.rounds()),
-                               self.selector.joint)
+                               self.one_round)
 
     def checkpoint(self, t: int) -> None:
         """The end of round ``t``: pool size, metrics.json, the loggers, the matrix on the console."""

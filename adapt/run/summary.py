@@ -19,8 +19,12 @@ CONTINUAL_KEYS = ("avg_accuracy", "maa", "bwt", "forgetting", "fwt")
 
 
 def collect_metrics(layout: RunLayout, state: RunState, config: ExperimentConfig, method: str, tasks: list[str],
-                    rounds_total: int, joint: bool) -> dict[str, Any]:
-    """metrics.json from the per-round files (so it is the same however the run was resumed)."""
+                    rounds_total: int, one_round: bool) -> dict[str, Any]:
+    """metrics.json from the per-round files (so it is the same however the run was resumed).
+
+    ``one_round``: the whole stream was one round (``multitask``, or ``stream.all_at_once``): A is the
+    mean of the matrix's one row over every task, and the continual metrics (MAA, BWT, F, FWT), which
+    compare rounds, are None."""
     rows, samples, pool_sizes, sel_counts, pool_counts = [], [], [], [], []
     for t in range(rounds_total):
         rd = layout.round(t)
@@ -40,7 +44,7 @@ def collect_metrics(layout: RunLayout, state: RunState, config: ExperimentConfig
     if base.is_file():
         s0 = read_json(base)["scores"]
         r0 = [s0.get(k, float("nan")) for k in tasks]
-    if joint:
+    if one_round:
         m = {"avg_accuracy": float(np.mean(rows[0])) if rows else None, "maa": None, "bwt": None,
              "forgetting": None, "fwt": None}
     else:
