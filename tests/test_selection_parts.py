@@ -26,7 +26,7 @@ def test_histogram_entropy_by_hand():
     assert histogram_entropy(1000 * x + 7) == pytest.approx(histogram_entropy(x))
 
 
-def test_choose_expert_picks_the_most_spread_score():
+def test_choose_expert_picks_the_most_evenly_filled_histogram():
     best, ent = choose_expert({"ppl": np.array([0, 0, 0, 1.0]), "el2n": np.array([0, 0, 1, 1.0]),
                                "entropy": np.array([2.0, 2, 2, 2])})
     assert best == "el2n" and ent["entropy"] == 0.0
@@ -134,11 +134,13 @@ def test_semdedup_drops_exact_then_near_duplicates_and_keeps_the_cap():
     assert kept.tolist() == list(range(20))  # the 5 later copies go, the originals stay
     kept22 = semdedup_keep(x, labels, keep=22)
     assert set(range(20)) < set(kept22.tolist()) and set(kept22.tolist()) - set(range(20)) <= {23, 24}
-    # two clusters: shares follow their sizes (25 and 75 rows -> 5 and 15 of 20)
+    # two clusters of 25 and 75 rows, keep 20: proportional 5 and 15; uniform (the default) ⌈20/2⌉ = 10 each
     y = rng.normal(size=(100, 16))
     lab = np.array([0] * 25 + [1] * 75)
-    k = semdedup_keep(y, lab, keep=20)
+    k = semdedup_keep(y, lab, keep=20, split="proportional")
     assert len(k) == 20 and (k < 25).sum() == 5
+    k = semdedup_keep(y, lab, keep=20)
+    assert len(k) == 20 and (k < 25).sum() == 10
 
 
 def _toy_pool(n: int = 240, d: int = 16, k: int = 4, seed: int = 0):
@@ -181,5 +183,5 @@ def test_adapt_inf_round_entropy_and_fixed_expert():
     np.testing.assert_array_equal(f.labels, r.labels)
     with pytest.raises(AdaptError, match="'tive' is not among the experts"):
         adapt_inf_round(x, scores, 60, k=4, expert_choice="fixed:tive")
-    with pytest.raises(AdaptError, match="unknown expert choice 'best'; known: entropy, fixed"):
+    with pytest.raises(AdaptError, match="unknown expert choice 'best'; known: entropy, entropy_released, fixed"):
         adapt_inf_round(x, scores, 60, k=4, expert_choice="best")

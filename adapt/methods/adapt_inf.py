@@ -1,7 +1,10 @@
 """Adapt-∞ (Maharana et al. 2024, arXiv 2410.10636; METHODS.md, Adapt-∞ items 2–6), one round:
 pseudo-skill clusters of the gradient features → every expert scores the pool → each cluster
-picks its expert (entropy criterion, or ``fixed:<expert>``) → the budget is split over clusters →
-a sampler (CCS by default) draws each cluster's share by its expert's score.
+picks its expert (``entropy``: the histogram entropy of the standardised scores; ``entropy_released``:
+the released code's scale-dependent version; or ``fixed:<expert>``; :mod:`adapt.selection.expert_choice`)
+→ the budget is split over clusters → a sampler (CCS by default) draws each cluster's share by its
+expert's score. When ``pool.max_size`` is exceeded, :meth:`AdaptInf.prune` runs SemDeDup inside the
+round's clusters (:mod:`adapt.selection.pruning`; ``pool.prune_split``, ``pool.prune_order``).
 
 Needs ``features.enabled: true`` (the round's feature store, which also holds the loss-based
 scores). The experts' scores are stored in ``rounds/<t>/scores.parquet``, apart from the decisions
@@ -37,7 +40,8 @@ class AdaptInfRound:
 
     labels: np.ndarray                 # [n] cluster of each row
     experts: list[str]                 # [k] the expert of each cluster
-    entropies: list[dict[str, float]]  # [k] every expert's entropy in the cluster ({} under fixed:)
+    entropies: list[dict[str, float]]  # [k] every expert's entropy in the cluster ({} under fixed:; NaN possible
+                                       # under entropy_released, stored as null in experts.json)
     quotas: list[int]                  # [k] samples drawn from each cluster
     selected: np.ndarray               # [n] bool
 
@@ -100,15 +104,18 @@ class AdaptInf(Selector):
             "experts": st.experts, "expert_choice": st.expert_choice, "budget_split": st.budget_split,
             "sampler": st.sampler, "clusters": [
                 {"cluster": c, "size": int((result.labels == c).sum()), "expert": e, "quota": q,
-                 "entropy": {k: round(v, 6) for k, v in h.items()}}
+                 "entropy": {k: round(v, 6) if np.isfinite(v) else None for k, v in h.items()}}
                 for c, (e, q, h) in enumerate(zip(result.experts, result.quotas, result.entropies))]})
         return Selection(selection_frame(ctx.pool, result.selected, scores=result.score_of_rows(scores),
                                          clusters=result.labels, experts=result.expert_of_rows()))
 
     def prune(self, ctx: PruneContext) -> Pruning | None:
-        """SemDeDup inside the round's clusters (METHODS.md item 7) on the store ``ctx.embedding``
-        (the gradient features, or the hidden states of ``pool.prune_embedding: hidden``): keep
-        ``limit`` samples, each cluster its share by size, the least redundant first."""
+        """SemDeDup inside the round's clusters (METHODS.md item 7; :mod:`adapt.selection.pruning`)
+        on the store ``ctx.embedding`` (the gradient features, or the hidden states of
+        ``pool.prune_embedding: hidden``): keep ``limit`` samples, split over the clusters by
+        ``pool.prune_split`` (uniform: the reference's ⌈limit/k⌉ from the smallest cluster up), each
+        cluster's least redundant first, judged in ``pool.prune_order`` (arrival, or distance to
+        the centroid). The recorded reason names the embedding, the order and the split."""
         from adapt.features.store import FeatureStore
         from adapt.selection.pruning import semdedup_keep
 
@@ -119,6 +126,13 @@ class AdaptInf(Selector):
         uids = ctx.active["uid"].tolist()
         if store.uids() != uids or sel["uid"].tolist() != uids:
             return None  # the pool changed since the features: fall back to the loop's default
-        keep = semdedup_keep(store.features(), sel["cluster"].to_numpy(), ctx.limit, progress=ctx.progress)
+        keep = semdedup_keep(store.features(), sel["cluster"].to_numpy(), ctx.limit, progress=ctx.progress,
+                             order=ctx.order, split=ctx.split)
         dropped = np.setdiff1d(np.arange(len(uids)), keep)
-        return Pruning([uids[i] for i in dropped], f"semdedup on {ctx.embedding_name} (adapt_inf)")
+        return Pruning([uids[i] for i in dropped], prune_reason(ctx))
+
+
+def prune_reason(ctx: PruneContext) -> str:
+    """The reason stored beside each pruned sample, e.g. ``semdedup on gradient (adapt_inf; order
+    arrival, split uniform)``."""
+    return f"semdedup on {ctx.embedding_name} (adapt_inf; order {ctx.order}, split {ctx.split})"
