@@ -171,7 +171,8 @@ class GdoSettings(_Section):
         "reference", description="how a stratum is filled: reference (build_pair.py's image-QA rank, "
         "0.9·tanh(base/3) + 0.15·clip(z(q), ±4)/4 with base the text heuristics) or quality (q alone)")
     z_scope: Literal["source", "pool"] = Field(
-        "source", description="robust z-scores of the descriptors per source dataset, or over the whole pool")
+        "source", description="every z-score GDO takes (the descriptors' robust z, the rank's z(q)) within "
+        "each source dataset, or over the whole pool (the reference's, over its whole metric table)")
 
 
 class SelectionConfig(_Section):
