@@ -22,8 +22,8 @@ forgetting per task, A against the samples trained.
 of it"): every dataset of the stream in round 0 (``stream.all_at_once=true``), one selection of
 ``selection.budget=<ratio>`` of the union, one training, evaluation on every task. Each one-shot
 row (:data:`ONESHOT_ROWS`) runs at each ratio (``--ratios``) and seed into
-``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, and ``multitask`` (one training on all of it) once per
-seed as ``multitask-r1-s<S>``; same data, resumable the same way. Then ``OUT/<stream>_oneshot.md``
+``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, against ``multitask`` (one training on all of it), the
+continual grid's own ``RUNS/<stream>/multitask-s<S>``; same data, resumable the same way. Then ``OUT/<stream>_oneshot.md``
 (per ratio: A, A as % of multitask's, the paired difference to ``random`` at that ratio, samples
 trained), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
 """
@@ -130,12 +130,12 @@ def continual_jobs(args: argparse.Namespace) -> list[Job]:
 
 def oneshot_jobs(args: argparse.Namespace) -> list[Job]:
     """The one-shot grid: every row × ratio × seed all at once at ``selection.budget=<ratio>``, then
-    ``multitask`` once per seed (ratio 1: it trains on the whole union)."""
+    ``multitask`` once per seed (ratio 1: it trains on the whole union), the continual grid's run of it."""
     jobs = [Job(r, s, oneshot_dir(args.runs, args.stream, r, q, s),
                 (*ONESHOT_ROWS[r].overrides, ALL_AT_ONCE, f"selection.budget={float(q)!r}"), q)
             for q in args.ratios for r in args.rows for s in args.seeds]
-    return jobs + [Job("multitask", s, oneshot_dir(args.runs, args.stream, "multitask", 1.0, s),
-                       (*ROWS["multitask"].overrides, ALL_AT_ONCE), 1.0) for s in args.seeds]
+    return jobs + [Job("multitask", s, run_dir(args.runs, args.stream, "multitask", s), ROWS["multitask"].overrides, 1.0)
+                   for s in args.seeds]  # the continual grid's own run: multitask is one training on the union
 
 
 def finished(run: Path) -> bool:

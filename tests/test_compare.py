@@ -160,20 +160,20 @@ def test_oneshot_run_list_names_and_commands(tmp_path):
     args = argparse.Namespace(stream="alt", runs=tmp_path, config=Path("/c.yaml"), scale=0.5, sets=["x=1"],
                               rows=["random", "tive"], ratios=[0.05, 0.5], seeds=[0, 1])
     jobs = compare.oneshot_jobs(args)
-    # rows × ratios × seeds, then multitask once per seed at ratio 1
+    # rows × ratios × seeds, then multitask once per seed at ratio 1: the continual grid's own run
     assert [(j.row, j.ratio, j.seed, j.run.relative_to(tmp_path).as_posix()) for j in jobs] == [
         ("random", 0.05, 0, "alt-oneshot/random-r0.05-s0"), ("random", 0.05, 1, "alt-oneshot/random-r0.05-s1"),
         ("tive", 0.05, 0, "alt-oneshot/tive-r0.05-s0"), ("tive", 0.05, 1, "alt-oneshot/tive-r0.05-s1"),
         ("random", 0.5, 0, "alt-oneshot/random-r0.5-s0"), ("random", 0.5, 1, "alt-oneshot/random-r0.5-s1"),
         ("tive", 0.5, 0, "alt-oneshot/tive-r0.5-s0"), ("tive", 0.5, 1, "alt-oneshot/tive-r0.5-s1"),
-        ("multitask", 1.0, 0, "alt-oneshot/multitask-r1-s0"), ("multitask", 1.0, 1, "alt-oneshot/multitask-r1-s1")]
+        ("multitask", 1.0, 0, "alt/multitask-s0"), ("multitask", 1.0, 1, "alt/multitask-s1")]
     tive = jobs[2]
     # the stream's data dir is the continual grid's
     assert compare.command(args, tive)[3:] == [
         "run", "/c.yaml", "selection.method=tive", "features.enabled=false", "stream.all_at_once=true",
         "selection.budget=0.05", "seed=0", "stream.builtin=alt", "stream.scale=0.5",
         f"stream.data_dir={tmp_path / 'alt' / 'data'}", "x=1", "--run-dir", str(tive.run), "--quiet"]
-    assert jobs[-1].overrides == ("selection.method=multitask", "stream.all_at_once=true")
+    assert jobs[-1].overrides == ("selection.method=multitask",)
     # each run's log beside it, one per ratio
     assert [compare.log_path(j.run).name for j in jobs[:5:4]] == ["random-r0.05-s0.log", "random-r0.5-s0.log"]
 
@@ -192,12 +192,12 @@ def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
     launched = []
     monkeypatch.setattr(compare, "launch", lambda a, job, threads: launched.append(job.run.name) or (job, 0, 0.0))
     compare.run_grid(args, jobs)
-    assert sorted(launched) == ["multitask-r1-s0", "multitask-r1-s1", "random-r0.15-s0"]
+    assert sorted(launched) == ["multitask-s0", "multitask-s1", "random-r0.15-s0"]
 
 
-def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int) -> None:
-    """A finished one-shot run ``runs/default-oneshot/<run>-s<seed>``: one row, both tasks at A."""
-    rd = runs / "default-oneshot" / f"{run}-s{seed}"
+def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int, folder: str = "default-oneshot") -> None:
+    """A finished one-shot run ``runs/<folder>/<run>-s<seed>``: one row, both tasks at A."""
+    rd = runs / folder / f"{run}-s{seed}"
     rd.mkdir(parents=True)
     (rd / "state.json").write_text(json.dumps({"status": "finished"}))
     (rd / "metrics.json").write_text(json.dumps({
@@ -209,7 +209,7 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
     runs, out = tmp_path / "runs", tmp_path / "out"
     # dyadic scores: every quotient by multitask's A and every difference below is exact
     for seed, a in ((0, 1.0), (1, 0.5)):
-        fake_oneshot(runs, "multitask-r1", seed, a, 200)
+        fake_oneshot(runs, "multitask", seed, a, 200, folder="default")
     for run, seed, a in (("random-r0.15", 0, 0.5), ("random-r0.15", 1, 0.25),
                          ("ppl-r0.15", 0, 0.25), ("ppl-r0.15", 2, 0.8125),  # seed 2: no multitask, no random
                          ("tive-r0.15", 0, 0.75), ("tive-r0.15", 1, 0.15625),
@@ -241,8 +241,8 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
     rows = list(csv.DictReader(open(out / "default_oneshot.csv")))
     assert [(r["row"], r["ratio"], r["seed"], r["A_pct_multitask"], r["A_minus_random"], r["run_dir"])
             for r in rows] == [
-        ("multitask", "1.0", "0", "", "", "default-oneshot/multitask-r1-s0"),
-        ("multitask", "1.0", "1", "", "", "default-oneshot/multitask-r1-s1"),
+        ("multitask", "1.0", "0", "", "", "default/multitask-s0"),
+        ("multitask", "1.0", "1", "", "", "default/multitask-s1"),
         ("random", "0.15", "0", "0.5", "", "default-oneshot/random-r0.15-s0"),
         ("random", "0.15", "1", "0.5", "", "default-oneshot/random-r0.15-s1"),
         ("ppl", "0.15", "0", "0.25", "-0.25", "default-oneshot/ppl-r0.15-s0"),
