@@ -1,5 +1,6 @@
-"""The feature store (rows in place, done flags, normalised view, resume) and extraction over a
-pool: resumed and 2-process (`accelerate launch`) extractions equal a 1-process one."""
+"""The feature store (rows in place, done flags, normalised view, resume, unit rows, the file's
+dtype) and extraction over a pool: resumed and 2-process (`accelerate launch`) extractions equal a
+1-process one; the hidden-state embedding comes from the gradient pass."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from adapt.errors import AdaptError
 from adapt.features.store import SCORE_COLUMNS, FeatureStore
 
-from tolerances import FLOAT64_NETWORK_RTOL, UNIT_ROUNDOFF, assert_within_one_ulp
+from tolerances import FLOAT64_NETWORK_RTOL, assert_within_one_ulp
 
 EXTRACT = """
 import sys, torch
@@ -111,27 +112,89 @@ def test_resumed_and_two_process_extractions_equal_one_process(tmp_path, tiny_mo
     assert_within_one_ulp(two.scores().iloc[:, 1:].to_numpy(), one.scores().iloc[:, 1:].to_numpy(), np.float32)
 
 
+def test_unit_store_keeps_a_tiny_norm_row(tmp_path):
+    """A gradient store keeps each row at unit norm (its norm is the caller's proj_norm score):
+    a row of norm 1e-8 has entries ~1e-9, below float16's smallest subnormal (2⁻²⁴ ≈ 6e-8), which
+    a raw float16 store flushes to 0; the unit store gives back its direction within one ulp."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 64))
+    x[0] *= 1e-8 / np.linalg.norm(x[0])
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)  # float64, worked out here
+    scores = np.zeros((2, len(SCORE_COLUMNS)), np.float32)
+    raw = FeatureStore.create(tmp_path / "raw", ["a/1", "a/2"], 64)
+    raw.write_rows(np.arange(2), x, scores)
+    assert not np.asarray(raw.features()[0], np.float32).any()  # what storing unnormalised rows did
+    store = FeatureStore.create(tmp_path / "unit", ["a/1", "a/2"], 64, unit=True)
+    store.write_rows(np.arange(2), x, scores)
+    again = FeatureStore(tmp_path / "unit")
+    assert again.unit and again.meta["unit"] is True and again.meta["dtype"] == "float16"
+    assert again.features().dtype == np.float16 and (tmp_path / "unit" / "features.f16").is_file()
+    assert_within_one_ulp(again.features(), unit, np.float16)
+    zero = FeatureStore.create(tmp_path / "zero", ["a/1"], 4, unit=True)
+    zero.write_rows(np.arange(1), np.zeros((1, 4)), scores[:1])
+    assert zero.features()[0].tolist() == [0, 0, 0, 0]  # a zero row stays zero
+
+
+def test_float32_store_dtype_keeps_float32(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 16)) * np.array([[1e-8], [1.0], [1e8]])
+    store = FeatureStore.create(tmp_path / "f", ["a/1", "a/2", "a/3"], 16, unit=True, dtype="float32")
+    store.write_rows(np.arange(3), x, np.zeros((3, len(SCORE_COLUMNS)), np.float32))
+    again = FeatureStore(tmp_path / "f")
+    assert again.meta["dtype"] == "float32" and again.features().dtype == np.float32
+    assert (tmp_path / "f" / "features.f32").stat().st_size == 3 * 16 * 4 and not (tmp_path / "f" / "features.f16").exists()
+    assert_within_one_ulp(again.features(), x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        FeatureStore.create(tmp_path / "g", ["a/1"], 4, dtype="bfloat16")
+
+
 @pytest.mark.numeric
 @pytest.mark.parametrize("family", ["tiny-llava", "tiny-qwen2-vl", "tiny-causal-lm"])
-def test_hidden_state_embedding_is_the_mean_of_the_last_layer(family, tiny_models, toy_samples, tmp_path):
-    """pool.prune_embedding=hidden: each row is the last hidden states averaged over the sample's
-    own tokens, whatever else shares its padded batch."""
-    from adapt.features.extract import extract_hidden
+def test_hidden_state_embedding_comes_from_the_gradient_pass(family, tiny_models, toy_samples, tmp_path):
+    """pool.prune_embedding=hidden: the gradient pass writes, from the same forward, each sample's
+    last hidden states averaged over its own tokens (whatever else shares its padded batch), raw
+    rows; the gradient store beside it holds unit rows with their norm in proj_norm."""
+    from adapt.config import FeaturesConfig, LoraSettings
+    from adapt.features.extract import gradient_store
+    from adapt.features.projectors import PROJECTORS
     from adapt.models.collate import Collator
     from adapt.models.loading import load_model
+    from adapt.models.lora import add_new_adapter
 
     b = load_model(tiny_models[family], dtype="float64")
-    dim = b.model.get_input_embeddings().embedding_dim
-    store = FeatureStore.create(tmp_path / "h", [s.uid for s in toy_samples], dim, projector="hidden-mean")
-    extract_hidden(b.model, b.family, toy_samples, store, batch_size=3, max_length=256, progress=False)
-    assert store.complete
+    torch.manual_seed(0)
+    b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
+    for name, p in b.model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    b.model.eval()
+    fc = FeaturesConfig(dim=64, batch_size=3)
+    store = gradient_store(b.model, b.family, toy_samples, tmp_path / "f", fc, seed=0, max_length=256,
+                           progress=False, hidden=tmp_path / "h")
+    hidden = FeatureStore(tmp_path / "h")
+    assert store.complete and hidden.complete and store.unit and not hidden.unit
     collate = Collator(b.family, 256)
     for i, s in enumerate(toy_samples):
         batch = collate([s])
         with torch.no_grad():
             h = b.model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True).hidden_states[-1]
         want = h[0].mean(0).numpy()
-        # stored as float16 (through float32): within half a float16 ulp (2⁻¹¹ relative; 2⁻²⁵ absolute
-        # below float16's normal range) plus the float32 step's 2⁻²⁴, of the float64 mean
-        np.testing.assert_allclose(np.asarray(store.features()[i], dtype=np.float64), want,
-                                   rtol=2.0**-11 + UNIT_ROUNDOFF[torch.float32] + FLOAT64_NETWORK_RTOL, atol=2.0**-25)
+        # stored as float16 from float64: within half a float16 ulp (2⁻¹¹ relative; 2⁻²⁵ absolute
+        # below float16's normal range) of the float64 mean
+        np.testing.assert_allclose(np.asarray(hidden.features()[i], dtype=np.float64), want,
+                                   rtol=2.0**-11 + FLOAT64_NETWORK_RTOL, atol=2.0**-25)
+        assert hidden.scores()["tokens"][i] == batch["attention_mask"].sum()
+    # the gradient rows beside it: unit rows of the projection, its norm stored as proj_norm
+    from adapt.features.per_sample import lora_linears, per_sample_gradients
+
+    batch = collate(toy_samples)
+    sizes = [int(x.prod()) for x in batch["image_grid_thw"]] if "image_grid_thw" in batch else None
+    linears = lora_linears(b.model)
+    for lin in linears:
+        lin.module.weight.requires_grad_(True)
+    res = per_sample_gradients(b.model, batch, linears, images_per_sample=[
+        len(s.images) if b.family.uses_images else 0 for s in toy_samples], image_sizes=sizes)
+    proj = PROJECTORS.get("sjlt")(64, seed=0).project(res.grads).numpy()
+    norm = np.linalg.norm(proj, axis=1)
+    assert_within_one_ulp(store.features(), proj / norm[:, None], np.float16)
+    assert_within_one_ulp(store.scores()["proj_norm"].to_numpy(), norm, np.float32)

@@ -292,8 +292,88 @@ def test_features_every_round_match_a_direct_computation(tmp_path):
     res = per_sample_gradients(bundle.model, batch, linears, images_per_sample=[len(s.images) for s in samples])
     direct = PROJECTORS.get("sjlt")(256, seed=cfg.seed).project(res.grads).numpy()
     assert direct.dtype == np.float64
-    assert_within_one_ulp(store.features()[:4], direct.astype(np.float32), np.float16)  # stored via float32
+    norm = np.linalg.norm(direct, axis=1)  # stored: the unit rows, their norm as proj_norm
+    assert_within_one_ulp(store.features()[:4], direct / norm[:, None], np.float16)
+    assert_within_one_ulp(store.scores()["proj_norm"].to_numpy()[:4], norm, np.float32)
     assert_within_one_ulp(store.scores()["loss"].to_numpy()[:4], res.loss.numpy(), np.float32)
+
+
+@pytest.mark.numeric
+def test_merge_features_are_taken_on_the_previous_adapter(tmp_path):
+    """lora.between_rounds=merge with features.adapter=previous (default): round t ≥ 1's features are
+    the gradients of round t-1's trained adapter, loaded unmerged on rounds 0..t-2 merged (the
+    reference differentiates the previous round's adapter), so the A-gradients count; training still
+    starts from a fresh adapter; under features.adapter=fresh every A-gradient is 0."""
+    from adapt.features.per_sample import lora_linears, per_sample_gradients
+    from adapt.features.projectors import PROJECTORS
+    from adapt.features.store import FeatureStore
+    from adapt.models.collate import Collator
+    from adapt.models.lora import load_adapter
+
+    cfg = small_config(tmp_path, "selection.method=random", "features.enabled=true", "features.every_round=true",
+                       "features.dim=256", "features.batch_size=8", "model.dtype=float64",  # one ulp: tests/tolerances.py
+                       "lora.between_rounds=merge")
+    run = ContinualRun.create(tmp_path / "run", cfg, progress=False)
+    run.models.base_path()
+    for t in range(3):  # round 1 on round 0's adapter; round 2 on round 1's, over round 0 merged
+        for phase, fn, every_rank in run.phase_table(t, run.rounds()[t]):
+            run._timed(t, phase, fn, every_rank)
+    rounds = tmp_path / "run" / "rounds"
+    projector = PROJECTORS.get("sjlt")(256, seed=cfg.seed)
+
+    def gradients(model, family, uids):
+        samples = run.pool.samples(uids)
+        linears = lora_linears(model)
+        for lin in linears:
+            lin.module.weight.requires_grad_(True)
+        return per_sample_gradients(model, Collator(family, cfg.model.max_length)(samples), linears,
+                                    images_per_sample=[len(s.images) for s in samples])
+
+    for t in (1, 2):
+        store = FeatureStore(rounds / f"{t}/features")
+        b = run.models.load(run.models.base_path())  # by hand: the base, rounds < t-1 merged, round t-1's adapter
+        for s in range(t - 1):
+            b.model = load_adapter(b.model, rounds / f"{s}/adapter", trainable=False).merge_and_unload()
+        b.model = load_adapter(b.model, rounds / f"{t - 1}/adapter", trainable=False)
+        b.model.eval()
+        res = gradients(b.model, b.family, store.uids()[:4])
+        direct = projector.project(res.grads).numpy()
+        norm = np.linalg.norm(direct, axis=1)
+        assert_within_one_ulp(store.features()[:4], direct / norm[:, None], np.float16)
+        assert_within_one_ulp(store.scores()["proj_norm"].to_numpy()[:4], norm, np.float32)
+        a_part = projector.project({k: v for k, v in res.grads.items() if ".lora_A." in k}).numpy()
+        assert (np.linalg.norm(a_part, axis=1) > 0).all()  # the trained adapter's B ≠ 0
+
+    assert run.models.for_features(2) is not None  # cached; training must not be handed it
+    bundle, full = run.models.to_train(2)
+    b_weights = [p for n, p in bundle.model.named_parameters() if "lora_B" in n]
+    assert not full and b_weights and all(p.abs().max().item() == 0 for p in b_weights)
+
+    run.config.features.adapter = "fresh"  # the same chain: round 1's features on the adapter round 1 trains
+    assert not run.models.previous_adapter(1)
+    b = run.models.for_features(1)
+    res = gradients(b.model, b.family, FeatureStore(rounds / "1/features").uids()[:4])
+    a = [k for k in res.grads if ".lora_A." in k]
+    assert a and all(res.grads[k].abs().max().item() == 0 for k in a)
+    assert max(res.grads[k].abs().max().item() for k in res.grads if ".lora_B." in k) > 0
+
+
+def test_pruning_on_hidden_states_runs_the_gradient_pass():
+    """The hidden-state embedding comes from the features phase, so a capped pool with the
+    selector's own pruning needs that phase whichever embedding it prunes on."""
+    from types import SimpleNamespace
+
+    class Pruner:
+        def needs_features(self):
+            return False
+
+        def has_own_pruning(self):
+            return True
+
+    for embedding in ("gradient", "hidden"):
+        for cap, want in (("pool.max_size=40", True), ("pool.max_size=null", False)):
+            cfg = load_config(None, [f"pool.prune_embedding={embedding}", cap])
+            assert ContinualRun.needs_features(SimpleNamespace(config=cfg, selector=Pruner(), one_round=False)) == want
 
 
 def test_adapt_inf_round_by_round(tmp_path):

@@ -44,9 +44,22 @@ def test_every_scorer_gives_one_finite_score_per_sample(name, ctx):
     assert s.shape == (len(ctx.samples),) and np.isfinite(s).all()
 
 
-@pytest.mark.parametrize("name", ["ppl", "el2n", "entropy", "grand"])
-def test_loss_based_experts_are_the_stored_scores(name, ctx):
-    np.testing.assert_array_equal(SCORERS.get(name)(ctx), ctx.store.scores()[name].to_numpy(dtype=np.float64))
+@pytest.mark.parametrize("name,column,entropy_over", [("ppl", "ppl", "all"), ("el2n", "el2n", "all"),
+                                                      ("grand", "grand", "all"), ("entropy", "entropy_all", "all"),
+                                                      ("entropy", "entropy", "answer")])
+def test_loss_based_experts_are_the_stored_scores(name, column, entropy_over, ctx):
+    """``entropy`` reads the entropy over every position (the reference's) unless
+    selection.adapt_inf.entropy_over is ``answer``."""
+    import dataclasses
+
+    from adapt.config import SelectionConfig
+
+    settings = SelectionConfig()
+    settings.adapt_inf.entropy_over = entropy_over
+    got = SCORERS.get(name)(dataclasses.replace(ctx, settings=settings))
+    stored = ctx.store.scores()
+    np.testing.assert_array_equal(got, stored[column].to_numpy(dtype=np.float64))
+    assert not np.array_equal(stored["entropy"], stored["entropy_all"])  # two different columns
 
 
 @pytest.mark.numeric

@@ -10,7 +10,11 @@ output gradients captured in one ordinary backward are exactly each sample's own
 between samples.
 
 Besides the gradients, the pass yields every loss-based score of the expert pool (``ppl``,
-``el2n``, ``entropy``, ``grand``; METHODS.md, Adapt-∞ item 3) from the same logits.
+``el2n``, ``entropy``, ``grand``; METHODS.md, Adapt-∞ item 3) from the same logits, the
+predictive entropy over every position (``entropy_all``, the reference's ``entropy``), and on
+request the mean last hidden state (the embedding ``pool.prune_embedding: hidden`` prunes on) from
+the same forward, as adymaharana/adapt-inf ``llava/grad_utils.py`` (``collect_grads_and_reps``)
+takes its representations from the gradient pass's ``output_hidden_states``.
 """
 
 from __future__ import annotations
@@ -118,6 +122,8 @@ class BatchResult:
     entropy: torch.Tensor
     grand: torch.Tensor
     answer_tokens: torch.Tensor
+    entropy_all: torch.Tensor
+    hidden: torch.Tensor | None = None  # [n, h] mean last hidden state, when asked for
 
     def flat(self, names: list[str] | None = None) -> torch.Tensor:
         """The per-sample gradients concatenated in module order, ``[n, P]``."""
@@ -170,6 +176,42 @@ def per_token_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
             "entropy": per_sample(ent) / denom, "answer_tokens": count}
 
 
+def position_entropy(logits: torch.Tensor, attention_mask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Per-sample mean predictive entropy −Σ_v p log p over every position whose attention mask is 1
+    (prompt, image tokens and answer alike; no shift, so the last position's prediction counts too).
+
+    This is the reference's entropy score: adymaharana/adapt-inf ``llava/grad_utils.py``,
+    ``obtain_entropy_score``, takes the softmax of the whole unshifted ``outputs.logits`` of a
+    batch-1 (unpadded) sequence and averages over its positions; its ``log(p + 1e-10)`` moves the
+    value by at most V·1e-10 and is left out. Padding positions are excluded here so that a padded
+    batch gives each sample the value of its own unpadded sequence. Computed without gradients,
+    ``chunk`` positions at a time (a [positions, V] float32 block, not the whole batch's logits).
+    """
+    n = logits.shape[0]
+    rows, cols = attention_mask.bool().nonzero(as_tuple=True)
+    acc = accumulation_dtype(logits.dtype)
+    total = torch.zeros(n, dtype=acc, device=logits.device)
+    with torch.no_grad():
+        for s in range(0, rows.numel(), chunk):
+            r, c = rows[s : s + chunk], cols[s : s + chunk]
+            logp = F.log_softmax(logits[r, c].detach().to(acc), dim=-1)
+            total.index_add_(0, r, -(logp.exp() * logp).sum(-1))
+    count = attention_mask.bool().sum(1).clamp(min=1).to(acc)
+    return total / count
+
+
+def mean_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each sample's hidden states [n, T, h] averaged over its positions with attention mask 1, in
+    the accumulation dtype (SemDeDup embeds with a model's mean token state, Abbas et al. 2023).
+    The caller passes transformers' last ``hidden_states`` (after the final norm); the reference
+    (adymaharana/adapt-inf ``llava/grad_utils.py``, ``collect_grads_and_reps``) averages
+    ``hidden_states[layer]`` of the same forward for its ``--layer_dims`` (default 31: the input of
+    a 32-layer LLaVA's last decoder layer), over every position of a batch-1 sequence."""
+    h = at_least_float32(hidden.detach())
+    mask = attention_mask.to(h.dtype).unsqueeze(-1)
+    return (h * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
 VISION_PARTS = ("vision_tower", "vision_model", "visual", "multi_modal_projector")
 
 
@@ -215,20 +257,26 @@ def _per_sample_block(name: str, u: torch.Tensor, g: torch.Tensor, n: int,
 
 def per_sample_gradients(model: Any, batch: dict[str, torch.Tensor], linears: list[LoraLinear],
                          images_per_sample: list[int] | None = None,
-                         image_sizes: list[int] | None = None) -> BatchResult:
+                         image_sizes: list[int] | None = None, hidden: bool = False) -> BatchResult:
     """One forward and one backward of ``Σ_n loss_n`` (each sample's mean answer loss); returns
     every sample's exact gradient for each chosen LoRA linear and its scores.
 
     ``images_per_sample`` (and for Qwen2-VL ``image_sizes``, t·h·w of each image) map the rows of
     vision modules to samples. Parameter ``.grad`` fields are left untouched
-    (``torch.autograd.grad`` on the chosen weights only).
+    (``torch.autograd.grad`` on the chosen weights only). ``hidden``: also the mean last hidden
+    state of each sample (:func:`mean_hidden`), from the same forward.
     """
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     n = labels.shape[0]
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(labels.shape, dtype=torch.long, device=labels.device)
     with _Capture(linears) as cap:
-        out = model(**inputs)
+        out = model(**inputs, output_hidden_states=True) if hidden else model(**inputs)
         scores = per_token_scores(out.logits, labels)
+        entropy_all = position_entropy(out.logits, mask)
+        emb = mean_hidden(out.hidden_states[-1], mask) if hidden else None
         total = scores["loss"].sum()
         weights = [lin.module.weight for lin in linears]
         torch.autograd.grad(total, weights, allow_unused=True)
@@ -243,7 +291,8 @@ def per_sample_gradients(model: Any, batch: dict[str, torch.Tensor], linears: li
     sq = sum(v.pow(2).flatten(1).sum(1) for v in grads.values())
     return BatchResult(grads=grads, loss=scores["loss"].detach(), ppl=scores["ppl"].detach(),
                        el2n=scores["el2n"].detach(), entropy=scores["entropy"].detach(),
-                       grand=torch.sqrt(sq), answer_tokens=scores["answer_tokens"])
+                       grand=torch.sqrt(sq), answer_tokens=scores["answer_tokens"], entropy_all=entropy_all,
+                       hidden=emb)
 
 
 def batches(samples: list[Any], size: int) -> Iterator[list[Any]]:

@@ -139,10 +139,11 @@ class ContinualRun:
         return table + [("checkpoint", lambda: self.checkpoint(t), False)]
 
     def needs_features(self) -> bool:
-        """Whether a round's gradient features are read: by the selector, by its own pruning on
-        them, or because ``features.every_round`` asks for them (analysis)."""
+        """Whether a round's gradient pass is read: by the selector, by its own pruning (on the
+        gradient features, or on the hidden states the same pass writes under
+        ``pool.prune_embedding: hidden``), or because ``features.every_round`` asks for it (analysis)."""
         pruning_reads = self.config.pool.max_size is not None and self.selector.has_own_pruning() and \
-            self.config.pool.prune_embedding == "gradient" and not self.one_round
+            not self.one_round
         return self.config.features.every_round or self.selector.needs_features() or pruning_reads
 
     def run(self) -> dict[str, Any]:

@@ -4,6 +4,13 @@ trains; one cache, so that consecutive phases of a round load a model once.
 ``lora.between_rounds: continue`` loads round t's adapter on the LoRA base; ``merge`` merges the
 adapters of rounds 0..t into the weights, one after the other (peft ``merge_and_unload``).
 ``lora.first_round: full`` trains every weight in round 0; later adapters apply to that model.
+
+The gradient features of round t are taken on :meth:`ModelChain.for_features`: under ``merge``
+with ``features.adapter: previous`` (default) round t-1's trained adapter, loaded unmerged on
+rounds 0..t-2 merged, as adymaharana/adapt-inf differentiates the previous round's LoRA weights
+(``llava/eval/model_data_scores_batched.py`` loads the checkpoint with ``merge_lora=False`` for
+``--grads``; ``llava/grad_utils.py`` collects their gradients). Otherwise, and when no earlier
+round trained an adapter, the model round t trains (a fresh adapter under ``merge``, B = 0).
 """
 
 from __future__ import annotations
@@ -96,6 +103,31 @@ class ModelChain:
         bundle, full = self._build_to_train(t)
         self._cached = (f"to_train:{t}", bundle, full)
         return bundle, full
+
+    def previous_adapter(self, t: int) -> bool:
+        """Whether round ``t``'s features are taken on round t-1's adapter apart from the model round
+        t trains: ``merge`` with ``features.adapter: previous``, and round t-1 trained an adapter
+        (not round 0, nor the round after a ``first_round: full`` round)."""
+        first = 1 if self.full_first_round() else 0
+        return (self.config.lora.between_rounds == "merge" and self.config.features.adapter == "previous"
+                and t - 1 >= first)
+
+    def for_features(self, t: int) -> ModelBundle | None:
+        """The model round ``t``'s gradient features are taken on (see the module docstring), or
+        None in a round that trains every weight (no LoRA adapter to differentiate). Under
+        ``merge`` + ``previous`` it is its own cache entry, which :meth:`to_train` and
+        :meth:`after` never hand out: training starts from a fresh adapter on the merged model."""
+        if not self.previous_adapter(t):
+            bundle, full = self.to_train(t)
+            return None if full else bundle
+        if self._cached is not None and self._cached[0] == f"features:{t}":
+            return self._cached[1]
+        self._cached = None
+        bundle = self.build_after(t - 2)  # rounds ..t-2 merged (t-2 before the first adapter: the LoRA base)
+        bundle.model = load_adapter(bundle.model, self.layout.round(t - 1).adapter, trainable=False)
+        bundle.model.eval()
+        self._cached = (f"features:{t}", bundle, False)
+        return bundle
 
     def trained(self, t: int, bundle: ModelBundle) -> None:
         """Round ``t``'s model, just trained, is the model after round t."""

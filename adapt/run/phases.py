@@ -88,21 +88,33 @@ class RoundPhases:
                              "samples): give a smaller count, or a fraction such as 0.25")
 
     def features(self, t: int) -> None:
-        """Projected per-sample gradients of the adapter round t is about to train, for the whole
-        active pool, and the loss-based scores of the same pass (rounds/<t>/features)."""
+        """Projected per-sample gradients for the whole active pool, and the loss-based scores of the
+        same pass (rounds/<t>/features), on the adapter :meth:`ModelChain.for_features` gives (round
+        t-1's under ``merge`` + ``features.adapter: previous``, else the one round t trains). When the
+        run prunes on hidden states, the same forward also writes rounds/<t>/hidden."""
         from adapt.features.extract import gradient_store
 
         fc = self.config.features
-        bundle, full = self.models.to_train(t)  # kept for the train phase
-        if full:
+        bundle = self.models.for_features(t)  # the model to train is kept for the train phase
+        if bundle is None:
             self.log("  features: none in a round that trains every weight (no LoRA adapter yet)")
             return
+        rd = self.layout.round(t)
         uids = self.pool.table(status="active", columns=["uid"])["uid"].tolist()
-        store = gradient_store(bundle.model, bundle.family, self.pool.samples(uids), self.layout.round(t).features,
-                               fc, self.config.seed, self.config.model.max_length, accelerator=self.accelerator,
-                               progress=self.progress, desc=f"round {t} features")
-        self.log(f"  features: {store.n} samples × d={fc.dim} ({fc.projector}, "
-                 f"{store.meta['lora_weights']:,} LoRA weights)")
+        store = gradient_store(bundle.model, bundle.family, self.pool.samples(uids), rd.features, fc, self.config.seed,
+                               self.config.model.max_length, accelerator=self.accelerator, progress=self.progress,
+                               desc=f"round {t} features", hidden=rd.hidden if self.prunes_on_hidden() else None)
+        which = f"round {t - 1}'s adapter" if self.models.previous_adapter(t) else "the adapter to train"
+        self.log(f"  features: {store.n} samples × d={fc.dim} ({fc.projector}, {store.meta['lora_weights']:,} "
+                 f"LoRA weights of {which}){' + hidden states' if self.prunes_on_hidden() else ''}")
+
+    def prunes_on_hidden(self) -> bool:
+        """Whether the prune phase reads rounds/<t>/hidden: a capped pool, the selector's own pruning,
+        ``pool.prune_embedding: hidden``, and rounds after this one (a one-round run never prunes)."""
+        pc = self.config.pool
+        one_round = self.selector.joint or self.config.stream.all_at_once
+        return pc.max_size is not None and self.selector.has_own_pruning() and pc.prune_embedding == "hidden" \
+            and not one_round
 
     def select(self, t: int, entries: list[DatasetEntry]) -> None:
         pool = self.pool.table(status="active", columns=["uid", "dataset", "task", "round_added"]).reset_index(drop=True)
@@ -182,9 +194,7 @@ class RoundPhases:
         rd = self.layout.round(t)
         decision = None
         if self.selector.has_own_pruning():
-            on = self.config.pool.prune_embedding
-            if on == "hidden":
-                self._hidden_states(t, active["uid"].tolist())
+            on = self.config.pool.prune_embedding  # hidden: rounds/<t>/hidden, from the features phase's pass
             pc = self.config.pool
             decision = self.selector.prune(PruneContext(t, active, limit, seed, rd, rd.hidden if on == "hidden"
                                                         else rd.features, on, self.progress, pc.prune_order,
@@ -195,18 +205,6 @@ class RoundPhases:
             decision = Pruning(uids, "max_size (random)")
         self.pool.prune(decision.uids, round=t, reason=decision.reason)
         self.log(f"  prune: {len(decision.uids)} samples tombstoned ({decision.reason}); pool {len(self.pool)}")
-
-    def _hidden_states(self, t: int, uids: list[str]) -> None:
-        """rounds/<t>/hidden: the model after round t embeds the active pool (last hidden states,
-        mean over tokens) for ``pool.prune_embedding: hidden``."""
-        from adapt.features.extract import extract_hidden
-        from adapt.features.store import FeatureStore
-
-        bundle = self.models.after(t)
-        hidden = bundle.model.get_input_embeddings().embedding_dim
-        store = FeatureStore.create(self.layout.round(t).hidden, uids, hidden, projector="hidden-mean", layers="last")
-        extract_hidden(bundle.model, bundle.family, self.pool.samples(uids), store, self.config.features.batch_size,
-                       self.config.model.max_length, progress=self.progress, desc=f"round {t} hidden states")
 
     def write_pool_size(self, t: int) -> int:
         """rounds/<t>/pool.json: the active pool after round t, per dataset; returns its size."""
