@@ -69,12 +69,13 @@ class RoundLayout:
 
     @property
     def features(self) -> Path:
-        """Projected gradient features of the adapter round t trains (a FeatureStore)."""
+        """Round t's projected gradient features (a FeatureStore): on round t-1's trained adapter, or on
+        the adapter round t trains (``features.adapter``)."""
         return self.dir / "features"
 
     @property
     def hidden(self) -> Path:
-        """Hidden-state embeddings for pruning (``pool.prune_embedding: hidden``)."""
+        """Hidden-state embeddings for pruning (``pool.prune_embedding: hidden``), from the gradient pass."""
         return self.dir / "hidden"
 
     @property

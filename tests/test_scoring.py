@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import adapt.methods  # noqa: F401  (registers every method's scorer: gdo, tive, ...)
 from adapt.config import LoraSettings
 from adapt.features.extract import extract_features
 from adapt.features.per_sample import lora_linears

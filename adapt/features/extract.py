@@ -121,7 +121,9 @@ def gradient_store(model: Any, family: ModelFamily, samples: list[Sample], out: 
     from adapt.features.per_sample import lora_linears
     from adapt.features.projectors import PROJECTORS
 
-    settings = {"projector": features.projector, "seed": seed, "layers": features.layers}
+    linears = lora_linears(model, features.layers)
+    settings = {"projector": features.projector, "seed": seed, "layers": features.layers,
+                "lora_weights": sum(lin.numel for lin in linears)}
     uids = [s.uid for s in samples]
     if accelerator is None or accelerator.is_main_process:
         FeatureStore.create(out, uids, features.dim, unit=True, dtype=features.store_dtype, **settings)
@@ -131,11 +133,9 @@ def gradient_store(model: Any, family: ModelFamily, samples: list[Sample], out: 
     if accelerator is not None:
         accelerator.wait_for_everyone()
     store = FeatureStore(out)
-    linears = lora_linears(model, features.layers)
     extract_features(model, family, samples, store, PROJECTORS.get(features.projector)(features.dim, seed=seed),
                      linears, features.batch_size, max_length, accelerator=accelerator, progress=progress, desc=desc,
                      hidden=FeatureStore(hidden) if hidden is not None else None)
     for p in model.parameters():
         p.grad = None
-    store.meta["lora_weights"] = sum(lin.numel for lin in linears)
     return store

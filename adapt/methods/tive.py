@@ -120,8 +120,6 @@ class Tive(Selector):
         selected, inst, values, quotas = tive_select(store.normalized(), stored_column(sctx, "grand"), tasks,
                                                      ctx.budget, q=st.q, seed=ctx.seed)
         summary = {"warmup_samples": int(len(warm)), "task_value": values, "task_budget": quotas,
-                   "layers": store.meta.get("layers")}
-        if "lora_weights" in store.meta:  # known when the gradients were taken in this process
-            summary["lora_weights"] = int(store.meta["lora_weights"])
+                   "layers": store.meta.get("layers"), "lora_weights": store.meta.get("lora_weights")}
         experts = np.full(len(inst), "tive", dtype=object)
         return Selection(selection_frame(ctx.pool, selected, scores=inst, experts=experts), summary)
