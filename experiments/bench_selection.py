@@ -74,14 +74,15 @@ def synthetic_pool(n: int, dim: int, k: int, seed: int = 0, dup: float = 0.05,
 
 def reference_semdedup_keep(x: np.ndarray, labels: np.ndarray, keep: int) -> np.ndarray:
     """The authors' SemDeDup: per cluster the full cosine matrix, triu(diagonal=1), column max, the
-    cluster's share (by size) with the smallest max kept (rows in arrival order, as ours)."""
+    cluster's share (``split_uniform``: ⌈keep/k⌉ from the smallest cluster up, as ours by default)
+    with the smallest max kept (rows in arrival order, as ours)."""
     import torch
 
-    from adapt.selection.budget import split_proportional
+    from adapt.selection.budget import split_uniform
 
     clusters = np.unique(labels)
     members = [np.flatnonzero(labels == c) for c in clusters]
-    shares = split_proportional([len(m) for m in members], min(int(keep), len(x)))
+    shares = split_uniform([len(m) for m in members], min(int(keep), len(x)))
     kept = []
     for rows, share in zip(members, shares):
         if share <= 0:

@@ -363,7 +363,11 @@ def test_pruning_on_hidden_states_runs_the_gradient_pass():
     selector's own pruning needs that phase whichever embedding it prunes on."""
     from types import SimpleNamespace
 
+    from adapt.run.phases import RoundPhases
+
     class Pruner:
+        joint = False
+
         def needs_features(self):
             return False
 
@@ -371,9 +375,14 @@ def test_pruning_on_hidden_states_runs_the_gradient_pass():
             return True
 
     for embedding in ("gradient", "hidden"):
-        for cap, want in (("pool.max_size=40", True), ("pool.max_size=null", False)):
-            cfg = load_config(None, [f"pool.prune_embedding={embedding}", cap])
-            assert ContinualRun.needs_features(SimpleNamespace(config=cfg, selector=Pruner(), one_round=False)) == want
+        for cap, once, want in (("pool.max_size=40", False, True), ("pool.max_size=null", False, False),
+                                ("pool.max_size=40", True, False)):  # one round: no later round to prune for
+            cfg = load_config(None, [f"pool.prune_embedding={embedding}", cap, f"stream.all_at_once={once}"])
+            phases = SimpleNamespace(config=cfg, selector=Pruner())
+            phases.own_pruning = lambda phases=phases: RoundPhases.own_pruning(phases)
+            run = SimpleNamespace(config=cfg, selector=phases.selector, phases=phases)
+            assert ContinualRun.needs_features(run) == want
+            assert RoundPhases.prunes_on_hidden(phases) == (want and embedding == "hidden")
 
 
 def test_adapt_inf_round_by_round(tmp_path):

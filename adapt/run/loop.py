@@ -25,7 +25,7 @@ from adapt.io import read_json, read_parquet, write_json_atomic, write_text_atom
 from adapt.layout import BEFORE_TRAINING, RunLayout, round_label
 from adapt.run.checks import check_config
 from adapt.run.models import ModelChain
-from adapt.run.phases import RoundPhases
+from adapt.run.phases import RoundPhases, one_round
 from adapt.run.state import RunState
 from adapt.run.summary import RunTracker, collect_metrics, print_matrix
 from adapt.run.verify import verify_run_dir
@@ -110,10 +110,8 @@ class ContinualRun:
 
     @property
     def one_round(self) -> bool:
-        """Whether the whole stream is one round: a joint selector (``multitask``), or any selector
-        under ``stream.all_at_once``, the one-shot setting of TIVE, MLLM-Selector, DataTailor and GDO
-        (one selection of ``selection.budget`` from the union of every dataset, one training)."""
-        return self.selector.joint or self.config.stream.all_at_once
+        """Whether the whole stream is one round (:func:`adapt.run.phases.one_round`)."""
+        return one_round(self.config, self.selector)
 
     def rounds(self) -> list[list[DatasetEntry]]:
         """Datasets ingested at each round: one per round, or all of them in round 0 (:attr:`one_round`)."""
@@ -142,9 +140,7 @@ class ContinualRun:
         """Whether a round's gradient pass is read: by the selector, by its own pruning (on the
         gradient features, or on the hidden states the same pass writes under
         ``pool.prune_embedding: hidden``), or because ``features.every_round`` asks for it (analysis)."""
-        pruning_reads = self.config.pool.max_size is not None and self.selector.has_own_pruning() and \
-            not self.one_round
-        return self.config.features.every_round or self.selector.needs_features() or pruning_reads
+        return self.config.features.every_round or self.selector.needs_features() or self.phases.own_pruning()
 
     def run(self) -> dict[str, Any]:
         """Run (or continue) every round; returns metrics.json's content. The run directory is

@@ -31,6 +31,13 @@ from adapt.selection.base import phase_seed
 from adapt.training.trainer import train_round
 
 
+def one_round(config: ExperimentConfig, selector: Selector) -> bool:
+    """Whether the whole stream is one round: a joint selector (``multitask``), or any selector under
+    ``stream.all_at_once``, the one-shot setting of TIVE, MLLM-Selector, DataTailor and GDO (one
+    selection of ``selection.budget`` from the union of every dataset, one training)."""
+    return selector.joint or config.stream.all_at_once
+
+
 @dataclass
 class RoundPhases:
     """The parts every phase works with, and the phases themselves."""
@@ -108,13 +115,16 @@ class RoundPhases:
         self.log(f"  features: {store.n} samples × d={fc.dim} ({fc.projector}, {store.meta['lora_weights']:,} "
                  f"LoRA weights of {which}){' + hidden states' if self.prunes_on_hidden() else ''}")
 
+    def own_pruning(self) -> bool:
+        """Whether the prune phase runs the selector's own pruning, which reads the round's gradient
+        pass: a capped pool, a selector with its own pruning, and rounds after this one (a one-round
+        run never prunes)."""
+        return self.config.pool.max_size is not None and self.selector.has_own_pruning() and \
+            not one_round(self.config, self.selector)
+
     def prunes_on_hidden(self) -> bool:
-        """Whether the prune phase reads rounds/<t>/hidden: a capped pool, the selector's own pruning,
-        ``pool.prune_embedding: hidden``, and rounds after this one (a one-round run never prunes)."""
-        pc = self.config.pool
-        one_round = self.selector.joint or self.config.stream.all_at_once
-        return pc.max_size is not None and self.selector.has_own_pruning() and pc.prune_embedding == "hidden" \
-            and not one_round
+        """Whether the prune phase reads rounds/<t>/hidden (``pool.prune_embedding: hidden``)."""
+        return self.own_pruning() and self.config.pool.prune_embedding == "hidden"
 
     def select(self, t: int, entries: list[DatasetEntry]) -> None:
         pool = self.pool.table(status="active", columns=["uid", "dataset", "task", "round_added"]).reset_index(drop=True)
