@@ -87,6 +87,9 @@ ROWS: dict[str, Row] = {
     "adapt_inf_lite": Row("`adapt_inf` LITE (a quarter of the budget)",
                           ("selection.method=adapt_inf", "selection.budget=0.0625", PRUNE)),
     "adapt_inf_no_prune": Row("`adapt_inf` without pruning", ("selection.method=adapt_inf",)),
+    # the gradients of round t on the adapter round t trains (B = 0) instead of round t-1's (issue 18, item 5)
+    "adapt_inf_fresh": Row("`adapt_inf` without pruning, gradients on a fresh adapter",
+                           ("selection.method=adapt_inf", "features.adapter=fresh")),
     "multitask": Row("`multitask` (reference: one training on the union)", ("selection.method=multitask",)),
 }
 # the one-shot setting (--oneshot): each row at each ratio; Adapt-∞ without pruning (one round: none to do)
