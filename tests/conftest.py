@@ -4,6 +4,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N` (pyproject's addopts): N workers share the cores,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread each, or their threads fight over them
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 import tempfile  # noqa: E402
 
 # built-in models are cached here, not in the user's ~/.cache/adapt
