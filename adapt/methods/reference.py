@@ -32,7 +32,6 @@ def warm_up(bundle: Any, samples: list, config: Any, seed: int, adapter_dir: Pat
     epoch on ``samples`` (the run's ``lora`` and ``training`` settings), saved to ``adapter_dir``.
     When ``adapter_dir`` holds one already (a resumed run), it is loaded instead of trained again.
     The round's own model is left untouched. Trains in this process alone (no DDP)."""
-    from accelerate.utils import set_seed
     from peft import PeftModel
 
     from adapt.io import write_dir_atomic
@@ -45,8 +44,7 @@ def warm_up(bundle: Any, samples: list, config: Any, seed: int, adapter_dir: Pat
     if (adapter_dir / "adapter_config.json").is_file():
         model = load_adapter(model, adapter_dir, trainable=False)
     else:
-        set_seed(seed)
-        model = add_new_adapter(model, config.lora)
+        model = add_new_adapter(model, config.lora, seed=seed)  # seeds the warm-up's training too
         train_round(model, bundle.family, samples, config.training, None, seed, config.model.max_length,
                     epochs=1.0, desc=desc, progress=progress)
         write_dir_atomic(adapter_dir, model.save_pretrained)
@@ -58,16 +56,15 @@ def round_model(ctx: SelectionContext) -> Any:
     """The round's model with a LoRA adapter to take gradients on: the round's model itself when it
     carries one (the continued adapter, or the adapter the features phase built), otherwise a copy
     with a fresh adapter seeded as the loop seeds round t's (``run/models.py``, ``_build_to_train``)."""
-    from accelerate.utils import set_seed
     from peft import PeftModel
 
     from adapt.models.lora import add_new_adapter
 
     if isinstance(ctx.model.model, PeftModel):
         return ctx.model
-    model = copy.deepcopy(ctx.model.model)
-    set_seed(phase_seed(ctx.config.seed, ctx.round, "train"))
-    return dataclasses.replace(ctx.model, model=add_new_adapter(model, ctx.config.lora))
+    model = add_new_adapter(copy.deepcopy(ctx.model.model), ctx.config.lora,
+                            seed=phase_seed(ctx.config.seed, ctx.round, "train"))
+    return dataclasses.replace(ctx.model, model=model)
 
 
 def reference_store(ctx: SelectionContext, name: str, warm_rows: np.ndarray, desc: str, layers: Layers | None = None):

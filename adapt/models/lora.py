@@ -12,9 +12,15 @@ def _target_modules(settings: LoraSettings) -> Any:
     return settings.target_modules
 
 
-def add_new_adapter(model: Any, settings: LoraSettings) -> Any:
-    """Wrap ``model`` with a fresh LoRA adapter (peft ``get_peft_model``)."""
+def add_new_adapter(model: Any, settings: LoraSettings, seed: int | None = None) -> Any:
+    """Wrap ``model`` with a fresh LoRA adapter (peft ``get_peft_model``); with ``seed``, every RNG is
+    seeded first (accelerate ``set_seed``), so the adapter's random A is the same each time."""
     from peft import LoraConfig, get_peft_model
+
+    if seed is not None:
+        from accelerate.utils import set_seed
+
+        set_seed(seed)
 
     cfg = LoraConfig(
         r=settings.r,

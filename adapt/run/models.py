@@ -140,13 +140,10 @@ class ModelChain:
             for p in bundle.model.parameters():
                 p.requires_grad_(True)
             return bundle, True
-        from accelerate.utils import set_seed
-
         if self.config.lora.between_rounds == "continue" and t > 0 and self.layout.round(t - 1).adapter.is_dir():
             return self.build_after(t - 1, trainable=True), False
         bundle = self.build_after(t - 1) if t > 0 else self.load(self.base_path())
-        set_seed(phase_seed(self.config.seed, t, "train"))
-        bundle.model = add_new_adapter(bundle.model, self.config.lora)
+        bundle.model = add_new_adapter(bundle.model, self.config.lora, seed=phase_seed(self.config.seed, t, "train"))
         return bundle, False
 
     # ------------------------------------------------------------------ saving
