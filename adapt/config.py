@@ -274,6 +274,11 @@ class PoolConfig(_Section):
     prune_split: Literal["uniform", "proportional"] = Field(
         "uniform", description="how the kept samples are split over clusters: uniform (⌈keep/k⌉ each, small "
         "clusters kept whole: the reference's assign_budget_to_cluster) or proportional to cluster size")
+    prune_index: Literal["auto", "exact", "ivf", "hnsw"] = Field(
+        "auto", description="how SemDeDup finds each sample's nearest earlier one in its cluster: exact "
+        "(faiss flat index, what the reference computes; time quadratic in the cluster's size), ivf (inverted "
+        "file, ⌊√n_c⌋ lists, 8 probed; ours, for pools of millions), hnsw (faiss HNSW graph), or auto: exact "
+        "for clusters of up to 20,000 samples, ivf above")
 
 
 class TrackingConfig(_Section):

@@ -114,11 +114,11 @@ def test_adapt_inf_prune_passes_order_and_split_and_records_them(tmp_path):
         got = AdaptInf().prune(PruneContext(0, active, 3, 0, files, files.features, "gradient", order=order,
                                             split="uniform"))
         assert got.uids == dropped
-        assert got.reason == f"semdedup on gradient (adapt_inf; order {order}, split uniform)"
+        assert got.reason == f"semdedup on gradient (adapt_inf; order {order}, split uniform, index auto)"
     got = AdaptInf().prune(PruneContext(0, active, 2, 0, files, files.features, "gradient", split="proportional"))
     # proportional, keep 2: 2·4/5 = 1.6 and 2·1/5 = .4 → floors 1, 0, the 1 left to cluster 0 (.6 > .4):
     # 2 from cluster 0, arrival keeps r0, r2
-    assert got.uids == ["a/1", "a/3", "a/4"] and got.reason.endswith("(adapt_inf; order arrival, split proportional)")
+    assert got.uids == ["a/1", "a/3", "a/4"] and got.reason.endswith("(adapt_inf; order arrival, split proportional, index auto)")
 
 
 # ---------------------------------------------------------------------------------------------- expert choice

@@ -436,7 +436,7 @@ def test_adapt_inf_prunes_with_semdedup_to_the_cap(tmp_path, embedding, store):
     pool = DataPool(tmp_path / "run" / "pool")
     pruned = pool.table(status="pruned", columns=["uid", "pruned_round", "pruned_reason"])
     assert len(pruned) > 0 and set(pruned["pruned_reason"]) == {
-        f"semdedup on {embedding} (adapt_inf; order arrival, split uniform)"}  # pool.prune_order, prune_split defaults
+        f"semdedup on {embedding} (adapt_inf; order arrival, split uniform, index auto)"}  # pool.prune_* defaults
     assert len(pool) == 40
     last = max(int(r) for r in pruned["pruned_round"])
     assert (tmp_path / "run" / f"rounds/{last}/hidden/meta.json").is_file() == (embedding == "hidden")

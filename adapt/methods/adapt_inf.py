@@ -95,7 +95,7 @@ class AdaptInf(Selector):
         store = round_store(ctx, "adapt_inf")
         sctx = scoring_context(ctx, store)
         scores = {e: SCORERS.get(e, "selection.adapt_inf.experts")(sctx) for e in st.experts}
-        result = adapt_inf_round(store.normalized(), scores, ctx.budget, k=st.k, expert_choice=st.expert_choice,
+        result = adapt_inf_round(store.features(), scores, ctx.budget, k=st.k, expert_choice=st.expert_choice,
                                  budget_split=st.budget_split, sampler=st.sampler, seed=ctx.seed)
         table = pd.DataFrame({"uid": sctx.uids, "cluster": result.labels, **scores})
         files = ctx.round_files(self.name)
@@ -115,7 +115,9 @@ class AdaptInf(Selector):
         ``pool.prune_embedding: hidden``): keep ``limit`` samples, split over the clusters by
         ``pool.prune_split`` (uniform: the reference's ⌈limit/k⌉ from the smallest cluster up), each
         cluster's least redundant first, judged in ``pool.prune_order`` (arrival, or distance to
-        the centroid). The recorded reason names the embedding, the order and the split."""
+        the centroid), their nearest earlier samples found by ``pool.prune_index`` (exact, or an
+        approximate index for clusters too large for it). The recorded reason names the embedding,
+        the order, the split and the index."""
         from adapt.features.store import FeatureStore
         from adapt.selection.pruning import semdedup_keep
 
@@ -127,12 +129,12 @@ class AdaptInf(Selector):
         if store.uids() != uids or sel["uid"].tolist() != uids:
             return None  # the pool changed since the features: fall back to the loop's default
         keep = semdedup_keep(store.features(), sel["cluster"].to_numpy(), ctx.limit, progress=ctx.progress,
-                             order=ctx.order, split=ctx.split)
+                             order=ctx.order, split=ctx.split, index=ctx.index, seed=ctx.seed)
         dropped = np.setdiff1d(np.arange(len(uids)), keep)
         return Pruning([uids[i] for i in dropped], prune_reason(ctx))
 
 
 def prune_reason(ctx: PruneContext) -> str:
     """The reason stored beside each pruned sample, e.g. ``semdedup on gradient (adapt_inf; order
-    arrival, split uniform)``."""
-    return f"semdedup on {ctx.embedding_name} (adapt_inf; order {ctx.order}, split {ctx.split})"
+    arrival, split uniform, index auto)``."""
+    return f"semdedup on {ctx.embedding_name} (adapt_inf; order {ctx.order}, split {ctx.split}, index {ctx.index})"

@@ -77,7 +77,7 @@ class MllmSelector(Selector):
         warm = seed_rows(len(ctx.pool), st.seed_fraction, np.random.default_rng(ctx.seed))
         store = reference_store(ctx, "mllm_selector", warm, desc=f"round {ctx.round} mllm_selector seed")
         necessity = store.scores()["loss"].to_numpy(dtype=np.float64)
-        groups = cluster(store.normalized(), st.groups, ctx.seed).labels
+        groups = cluster(store.features(), st.groups, ctx.seed).labels
         selected = mllm_selector_pick(necessity, groups, ctx.budget, st.alpha)
         return Selection(selection_frame(ctx.pool, selected, scores=necessity, clusters=groups,
                                          experts=np.full(len(groups), "mllm_selector", dtype=object)),

@@ -208,7 +208,7 @@ class RoundPhases:
             pc = self.config.pool
             decision = self.selector.prune(PruneContext(t, active, limit, seed, rd, rd.hidden if on == "hidden"
                                                         else rd.features, on, self.progress, pc.prune_order,
-                                                        pc.prune_split))
+                                                        pc.prune_split, pc.prune_index))
         if decision is None:
             rng = np.random.default_rng(seed)
             uids = active["uid"].to_numpy()[rng.choice(len(active), size=excess, replace=False)].tolist()

@@ -96,6 +96,7 @@ class PruneContext:
     progress: bool = False
     order: str = "arrival"      # ``pool.prune_order``: the order samples are judged in
     split: str = "uniform"      # ``pool.prune_split``: how the kept samples are split over clusters
+    index: str = "auto"         # ``pool.prune_index``: how each sample's nearest earlier one is found
 
 
 @dataclass

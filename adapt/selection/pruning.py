@@ -20,9 +20,11 @@ first. The reference takes the column maximum of the strict upper triangle of th
 whose zeros below the diagonal clamp M at 0 (the first sample, and any whose earlier cosines are all
 ≤ 0, tie at M = 0, in ``torch.argsort``'s unspecified order); here M is the exact maximum (−inf for
 the first sample), which orders those samples by their largest cosine instead and changes nothing
-else. The reference builds the full n_c × n_c matrix; here faiss's exact inner-product index
-answers "nearest earlier sample" block by block, so memory stays O(block · n_c) instead of O(n_c²)
-(time is still quadratic for the exact index).
+else. The reference builds the full n_c × n_c matrix; here an index answers "nearest earlier
+sample" (``pool.prune_index``, :mod:`adapt.selection.nearest_earlier`): faiss's exact inner-product
+index block by block, so memory stays O(block · n_c) instead of O(n_c²) but time is quadratic, or an
+inverted file (``ivf``) or HNSW graph, approximate, for clusters of hundreds of thousands of rows;
+``auto`` (default) is exact for every cluster of up to 20,000 rows.
 """
 
 from __future__ import annotations
@@ -31,35 +33,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adapt.features.store import unit_rows
+from adapt.features.blocks import take_unit_rows
 from adapt.registry import Registry
 from adapt.selection.budget import split_proportional, split_uniform
+from adapt.selection.nearest_earlier import max_cos_to_earlier, resolve_index
 
-BLOCK = 4096
-
-
-def max_cos_to_earlier(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """``M_j = max_{i<j} x_i · x_j`` for unit rows ``x`` (−inf for the first row)."""
-    import faiss
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n, d = x.shape
-    m = np.full(n, -np.inf, dtype=np.float32)
-    index = faiss.IndexFlatIP(d)
-    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:  # faiss-gpu installed and a GPU visible
-        index = faiss.index_cpu_to_all_gpus(index)
-    for s in range(0, n, block):
-        xb = x[s : s + block]
-        if index.ntotal:
-            dist, _ = index.search(xb, 1)
-            m[s : s + len(xb)] = dist[:, 0]
-        g = xb @ xb.T
-        g[np.triu_indices(len(xb))] = -np.inf  # row j sees columns i < j only
-        if len(xb) > 1:
-            m[s : s + len(xb)] = np.maximum(m[s : s + len(xb)], g.max(axis=1))
-        index.add(xb)
-    return m
-
+__all__ = ["max_cos_to_earlier", "cluster_keep", "semdedup_keep", "PRUNE_ORDERS", "PRUNE_SPLITS"]
 
 def keep_uniform(sizes: list[int], keep: int) -> list[int]:
     """The reference's SemDeDup keep split (``assign_budget_to_cluster``, uniform branch) as
@@ -85,8 +64,9 @@ def arrival_order(x: np.ndarray) -> np.ndarray:
 def centroid_order(x: np.ndarray) -> np.ndarray:
     """The unit rows ``x`` by Euclidean distance to their mean, farthest first, ties by arrival
     (float64 distances)."""
-    x64 = np.asarray(x, dtype=np.float64)
-    dist = np.linalg.norm(x64 - x64.mean(axis=0), axis=1)
+    centre = np.asarray(x).mean(axis=0, dtype=np.float64)
+    dist = np.concatenate([np.linalg.norm(np.asarray(x[s:s + 65_536], dtype=np.float64) - centre, axis=1)
+                           for s in range(0, len(x), 65_536)]) if len(x) else np.zeros(0)
     return np.lexsort((np.arange(len(x)), -dist))
 
 
@@ -94,29 +74,33 @@ PRUNE_ORDERS: Registry[Callable[[np.ndarray], np.ndarray]] = Registry.of(
     "prune order", {"arrival": arrival_order, "centroid": centroid_order})
 
 
-def cluster_keep(x: np.ndarray, share: int, order: str = "arrival") -> np.ndarray:
+def cluster_keep(x: np.ndarray, share: int, order: str = "arrival", index: str = "exact",
+                 seed: int = 0) -> np.ndarray:
     """Positions (into ``x``'s rows) of the ``share`` least redundant unit rows: in ``order``, the
-    smallest ``M`` first, ties by that order."""
+    smallest ``M`` first (by ``index``, :mod:`adapt.selection.nearest_earlier`), ties by that order."""
     perm = PRUNE_ORDERS.get(order, "pool.prune_order")(x)
-    m = max_cos_to_earlier(x[perm])
+    m = max_cos_to_earlier(x[perm], index, seed)
     return perm[np.lexsort((np.arange(len(perm)), m))[:share]]
 
 
 def semdedup_keep(embeddings: np.ndarray, labels: np.ndarray, keep: int, progress: bool = False, *,
-                  order: str = "arrival", split: str = "uniform") -> np.ndarray:
+                  order: str = "arrival", split: str = "uniform", index: str = "auto", seed: int = 0) -> np.ndarray:
     """Rows to keep (sorted): ``keep`` in all, split over clusters by ``split``, each cluster keeping
-    its least redundant rows judged in ``order``. ``embeddings`` may be a memory map (the feature
-    store's float16 rows): one cluster at a time is read and normalised, so memory is O(n_c · d),
-    not O(n · d)."""
+    its least redundant rows judged in ``order``, its nearest earlier samples found by ``index``
+    (``auto``: exact for a cluster of up to ``EXACT_MAX_ROWS`` rows, ivf above; ``seed`` draws an
+    approximate index's training rows). ``embeddings`` may be a memory map (the feature store's
+    float16 rows): one cluster at a time is read (file reads, block by block) and normalised, so
+    memory is O(n_c · d), not O(n · d)."""
     from tqdm.auto import tqdm
 
     labels = np.asarray(labels)
     PRUNE_ORDERS.check(order, "pool.prune_order")
+    resolve_index(index, 0)
     members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     shares = PRUNE_SPLITS.get(split, "pool.prune_split")([len(m) for m in members], min(int(keep), len(labels)))
     kept = []
     for rows, share in tqdm(list(zip(members, shares)), desc="semdedup", unit="cluster", disable=not progress,
                             leave=False):
         if share > 0:
-            kept.append(rows[cluster_keep(unit_rows(embeddings[rows]), share, order)])
+            kept.append(rows[cluster_keep(take_unit_rows(embeddings, rows), share, order, index, seed)])
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
