@@ -12,6 +12,7 @@ expert scores; each implementation then runs in its own child process on a memor
              clusters of up to 20,000 rows, the inverted file above);
   exact      the same with ``prune_index: exact`` (faiss's flat index, quadratic time), skipped above
              ``--exact-max-n``;
+  ivf, hnsw  with ``--also``: the same with that index for every cluster, whatever its size;
   reference  the same selection, then the authors' SemDeDup: per cluster the full n_c × n_c cosine
              matrix (torch), its strict upper triangle, the column maximum; memory O(n_c²). It is
              skipped when its largest matrix would need more than ``--reference-max-gib``.
@@ -165,7 +166,7 @@ def child(args: argparse.Namespace) -> dict:
     if args.impl == "reference":
         kept = reference_semdedup_keep(x, result.labels, keep)
     else:
-        index = "auto" if args.impl == "ours" else "exact"
+        index = "auto" if args.impl == "ours" else args.impl
         kept = semdedup_keep(x, result.labels, keep, index=index, seed=args.seed)
         used = [resolve_index(index, int(s)) for s in sizes if s]
         out["indexes"] = {i: used.count(i) for i in sorted(set(used))}
@@ -220,7 +221,9 @@ def main() -> None:
     ap.add_argument("--reference-max-gib", type=float, default=16.0,
                     help="skip the reference when its largest cluster's matrices would need more")
     ap.add_argument("--no-reference", action="store_true")
-    ap.add_argument("--impl", choices=["ours", "exact", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--also", nargs="*", default=[], choices=["ivf", "hnsw"],
+                    help="also run pruning with this index for every cluster (its seconds and agreement with exact)")
+    ap.add_argument("--impl", choices=["ours", "exact", "ivf", "hnsw", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.impl:
@@ -241,6 +244,12 @@ def main() -> None:
         print(f"[exact] {exact}", flush=True)
         ref = {"skipped": "--no-reference"} if args.no_reference else run_child("reference", args, tmp)
         print(f"[reference] {ref}", flush=True)
+        also = {}
+        for name in args.also:
+            res = run_child(name, args, tmp)
+            also[name] = {"seconds": res.get("seconds"), "prune_seconds": res.get("prune_seconds"),
+                          "peak_rss_gib": res.get("peak_rss_gib"), **compare(tmp, name, "exact", exact_copies)}
+            print(f"[{name}] {also[name]}", flush=True)
         vs_exact = compare(tmp, "ours", "exact", exact_copies)
         ref_vs_exact = compare(tmp, "reference", "exact", exact_copies)
         if vs_exact:
@@ -265,6 +274,9 @@ def main() -> None:
         "reference_skipped": ref.get("skipped") or ref.get("error"),
         "reference_same_as_exact": ref_vs_exact.get("same"),
         "data_gib": r(args.n * args.dim * 2 / 2**30),
+        **{f"{name}_{key}": r(v) if isinstance(v, float) else v for name, res in also.items()
+           for key, v in res.items() if key in ("seconds", "prune_seconds", "peak_rss_gib", "agree",
+                                                "exact_duplicates_dropped")},
     }))
 
 

@@ -79,7 +79,8 @@ def cluster_keep(x: np.ndarray, share: int, order: str = "arrival", index: str =
     """Positions (into ``x``'s rows) of the ``share`` least redundant unit rows: in ``order``, the
     smallest ``M`` first (by ``index``, :mod:`adapt.selection.nearest_earlier`), ties by that order."""
     perm = PRUNE_ORDERS.get(order, "pool.prune_order")(x)
-    m = max_cos_to_earlier(x[perm], index, seed)
+    in_order = x if np.array_equal(perm, np.arange(len(x))) else x[perm]  # arrival: no copy of the cluster
+    m = max_cos_to_earlier(in_order, index, seed)
     return perm[np.lexsort((np.arange(len(perm)), m))[:share]]
 
 
