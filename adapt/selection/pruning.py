@@ -33,12 +33,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adapt.features.blocks import take_unit_rows
+from adapt.features.blocks import BLOCK_ROWS, take_unit_rows
 from adapt.registry import Registry
 from adapt.selection.budget import split_proportional, split_uniform
 from adapt.selection.nearest_earlier import max_cos_to_earlier, resolve_index
 
 __all__ = ["max_cos_to_earlier", "cluster_keep", "semdedup_keep", "PRUNE_ORDERS", "PRUNE_SPLITS"]
+
 
 def keep_uniform(sizes: list[int], keep: int) -> list[int]:
     """The reference's SemDeDup keep split (``assign_budget_to_cluster``, uniform branch) as
@@ -65,8 +66,8 @@ def centroid_order(x: np.ndarray) -> np.ndarray:
     """The unit rows ``x`` by Euclidean distance to their mean, farthest first, ties by arrival
     (float64 distances)."""
     centre = np.asarray(x).mean(axis=0, dtype=np.float64)
-    dist = np.concatenate([np.linalg.norm(np.asarray(x[s:s + 65_536], dtype=np.float64) - centre, axis=1)
-                           for s in range(0, len(x), 65_536)]) if len(x) else np.zeros(0)
+    dist = np.concatenate([np.linalg.norm(np.asarray(x[s:s + BLOCK_ROWS], dtype=np.float64) - centre, axis=1)
+                           for s in range(0, len(x), BLOCK_ROWS)]) if len(x) else np.zeros(0)
     return np.lexsort((np.arange(len(x)), -dist))
 
 
@@ -96,7 +97,7 @@ def semdedup_keep(embeddings: np.ndarray, labels: np.ndarray, keep: int, progres
 
     labels = np.asarray(labels)
     PRUNE_ORDERS.check(order, "pool.prune_order")
-    resolve_index(index, 0)
+    resolve_index(index, 0)  # an unknown index fails before any cluster is read
     members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     shares = PRUNE_SPLITS.get(split, "pool.prune_split")([len(m) for m in members], min(int(keep), len(labels)))
     kept = []
