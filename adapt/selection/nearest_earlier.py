@@ -12,8 +12,7 @@
            earlier neighbours in the lists of its ``probes`` nearest centroids. The lists are
            scanned one at a time as one matrix product (the rows probing the list × the rows filed
            in it), masked to earlier rows, which is the same as filling a faiss ``IndexIVFFlat`` as
-           the scan goes and searching it with ``nprobe = probes``, and faster (one cluster of
-           100,000 rows, one thread: 5 s against faiss's 22 s). Time ∝ probes · n_c² / lists = probes · n_c^1.5.
+           the scan goes and searching it with ``nprobe = probes``, but in matrix products. Time ∝ probes · n_c² / lists = probes · n_c^1.5.
 ``hnsw``   faiss's ``IndexHNSWFlat`` (Malkov & Yashunin, 2018), filled block by block as the scan
            goes and searched before each block is added.
 
