@@ -174,8 +174,11 @@ def add_dataset(
         _fail(exc)
         return
     skipped = f", {added.n_invalid} invalid skipped" if added.n_invalid else ""
-    console.print(f"added [bold]{name}[/] ({added.n_train} train, {added.n_eval} eval samples{skipped}) as round "
-                  f"{added.round + 1} of {run_dir}; continue with: adapt run --resume {run_dir}")
+    repeats = (f", {added.train_stats.repeated_ids} repeating an earlier sample's id (kept; uids id#position)"
+               if added.train_stats.repeated_ids else "")
+    console.print(f"added [bold]{name}[/] ({added.n_train} train, {added.n_eval} eval samples{skipped}{repeats}) "
+                  f"as round {added.round} of {run_dir} (rounds count from 0, as `adapt status` lists them); "
+                  f"continue with: adapt run --resume {run_dir}")
 
 
 @app.command()
@@ -189,21 +192,22 @@ def validate(
     """Check datasets with the same checks as ingest, without touching any run: one line per
     dataset; exit status 2 if any is invalid."""
     _quiet_libraries()
-    from adapt.data.readers import iter_dataset
+    from adapt.data.readers import ReadStats, iter_dataset
     from adapt.errors import DataError
     from adapt.oneshot import dataset_names
 
     invalid = 0
     for path, name in zip(data, dataset_names(list(data))):
-        n = images = 0
+        stats = ReadStats()
         try:
-            for s in iter_dataset(path, name=name, image_root=image_root, check_images=check_images, progress=True):
-                n, images = n + 1, images + len(s.images)
+            for _ in iter_dataset(path, name=name, image_root=image_root, check_images=check_images, progress=True,
+                                  stats=stats):
+                pass
         except DataError as exc:
             invalid += 1
             console.print(f"[bold red]invalid:[/] {exc}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"[green]ok:[/] {path}: {n} samples, {images} images", highlight=False, soft_wrap=True)
+        console.print(f"[green]ok:[/] {path}: {stats.summary()}", highlight=False, soft_wrap=True)
     if invalid:
         raise typer.Exit(code=DataError.exit_code)
 

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
+def atomic_path(path: str | os.PathLike[str], sync: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success fsync it (unless ``sync`` is False: a file
+    that is written again when lost, such as a content-addressed image) and rename it over ``path``.
 
     On any error the temp file is removed and ``path`` is left as it was; an ``OSError`` (no space
     left, permission denied) becomes a :class:`~adapt.errors.WriteError` naming ``path``.
@@ -36,10 +37,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if sync:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        if sync:
+            _fsync_dir(path.parent)
     except OSError as exc:  # no space left, permission denied, ...: the old file stays
         tmp_path.unlink(missing_ok=True)
         raise WriteError(path, exc) from exc

@@ -8,7 +8,7 @@ only names paths: it creates nothing and reads nothing.
     RUN_DIR/
       config.yaml  state.json  stream.json  metrics.json  metrics.jsonl  report.md
       run.lock  stream.lock  plots/  wandb/  data/ (the built-in stream, by default)
-      pool/        manifest.json, samples.parquet, rejected.jsonl
+      pool/        manifest.json, samples.parquet, rejected.jsonl, images/ (embedded images)
       rounds/<t>/  features/ hidden/ selection.parquet scores.parquet experts.json selector.json
                    adapter/ model/ train.json eval.json predictions*.jsonl pool.json <method>/
       rounds/base/ eval.json, predictions.jsonl: the evaluation before any training (R0)
@@ -59,6 +59,11 @@ class PoolLayout:
     def rejected(self) -> Path:
         """The samples ``stream.skip_invalid`` quarantined, with their reasons."""
         return self.dir / "rejected.jsonl"
+
+    @property
+    def images(self) -> Path:
+        """Images that came embedded in the records (bytes, data URLs), one file each, content-addressed."""
+        return self.dir / "images"
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def test_check_images_false_run_accepts_an_unverifiable_image_and_ingests_it(tmp
     path = garbage_png_dataset(tmp_path)
     res = runner.invoke(app, ["add-dataset", str(run), str(path), "--name", "new"])
     assert res.exit_code == 0, res.output
-    assert "added new (2 train, 0 eval samples) as round 2" in res.output
+    assert "added new (2 train, 0 eval samples) as round 1 of" in res.output  # its index in the stream, as status lists it
     entry = load_stream(run)[-1]
     assert entry.name == "new" and entry.train == str(path.resolve())
     assert ingest(run, entry) == 2
@@ -130,7 +130,7 @@ def test_skip_invalid_accepts_a_dataset_with_one_invalid_record_and_counts_it(tm
     assert "image file missing" in seen[0][0].problem
     res = runner.invoke(app, ["add-dataset", str(run), str(train), "--name", "mixed2"])
     assert res.exit_code == 0, res.output
-    assert "(2 train, 0 eval samples, 1 invalid skipped) as round 3" in res.output
+    assert "(2 train, 0 eval samples, 1 invalid skipped) as round 2 of" in res.output
 
 
 def test_without_skip_invalid_the_same_dataset_is_refused_and_on_invalid_is_unused(tmp_path):

@@ -34,7 +34,7 @@ runner = CliRunner()
 DATASET_CASES = [
     "json_truncated", "json_invalid", "bad_id_type", "turn_value_not_a_string", "empty_conversations",
     "first_turn_not_human", "unknown_role", "missing_image", "unreadable_image", "zero_byte_image",
-    "image_escapes_root", "absolute_image_outside_root", "symlink_escapes_root", "duplicate_ids", "json_not_utf8",
+    "image_escapes_root", "absolute_image_outside_root", "symlink_escapes_root", "uid_clash", "json_not_utf8",
     "empty_json", "json_huge_record", "jsonl_invalid_line", "parquet_broken",
 ]
 

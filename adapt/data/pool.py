@@ -112,8 +112,9 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
 
 
 
-def _fingerprint_of(samples: Iterable[Sample], dataset: str, where: str) -> tuple[str, int]:
-    """(fingerprint, count) of a stream of samples, checking that they belong to ``dataset``."""
+def _fingerprint_of(samples: Iterable[Sample], dataset: str, where: str, base: Path) -> tuple[str, int]:
+    """(fingerprint, count) of a stream of samples, checking that they belong to ``dataset``
+    (records as the pool stores them: images in ``base`` named relative to it)."""
     n = 0
 
     def records() -> Iterator[str]:
@@ -121,7 +122,7 @@ def _fingerprint_of(samples: Iterable[Sample], dataset: str, where: str) -> tupl
         for s in samples:
             _check_dataset(s, dataset, where)
             n += 1
-            yield s.to_json()
+            yield s.to_json(base)
 
     return fingerprint_records(records()), n
 
@@ -135,8 +136,8 @@ class _NewRows:
     """The rows of a dataset being ingested, turned into Parquet batches as the samples stream by;
     keeps only their uids and tasks (for the checks and the in-memory metadata) and the fingerprint."""
 
-    def __init__(self, dataset: str, round_added: int, where: str) -> None:
-        self.dataset, self.round_added, self.where = dataset, round_added, where
+    def __init__(self, dataset: str, round_added: int, where: str, base: Path) -> None:
+        self.dataset, self.round_added, self.where, self.base = dataset, round_added, where, base
         self.hash = hashlib.sha256()
         self.n = 0
         self.task = dataset
@@ -157,7 +158,7 @@ class _NewRows:
     def _batch(self, chunk: list[Sample]) -> pa.RecordBatch:
         if self.n == 0:
             self.task = chunk[0].task or self.dataset
-        records = [s.to_json() for s in chunk]
+        records = [s.to_json(self.base) for s in chunk]
         _hash_records(self.hash, records)
         n = len(chunk)
         self.n += n
@@ -218,6 +219,12 @@ class DataPool:
 
     def __repr__(self) -> str:
         return f"DataPool({str(self.root)!r}, active={len(self)}, total={self.num_total()})"
+
+    @property
+    def images(self) -> Path:
+        """Where the images embedded in ingested records are stored (records name them relative to
+        it, so the pool folder can be moved): pass it as ``iter_dataset(image_store=...)``."""
+        return PoolLayout(self.root.resolve()).images
 
     @property
     def samples_path(self) -> Path:
@@ -426,7 +433,7 @@ class DataPool:
         where = source or f"dataset {dataset!r}"
         known = next((d for d in self._manifest["datasets"] if d["name"] == dataset), None)
         if known is not None:  # a resumed ingest, or a name clash: only the fingerprint is needed
-            fp, n = _fingerprint_of(samples, dataset, where)
+            fp, n = _fingerprint_of(samples, dataset, where, self.images)
             if n and fp == known["fingerprint"]:
                 return 0
             if not n:
@@ -434,7 +441,7 @@ class DataPool:
             raise DataError(where, f"the pool already holds a dataset named {dataset!r} with different "
                                    f"content (ingested in round {known['round_added']} from "
                                    f"{known['source'] or 'an unnamed source'}); give this one another name")
-        new = _NewRows(dataset, int(round_added), where)
+        new = _NewRows(dataset, int(round_added), where, self.images)
         old_meta = self._meta
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -554,7 +561,7 @@ class DataPool:
                 raise UnknownUidError(f"{self.samples_path}: {len(missing)} unknown uid(s): "
                                       f"{', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
             chosen = records.take(pos)
-        return [Sample.from_json(r) for r in chosen.to_pylist()]
+        return [Sample.from_json(r, self.images) for r in chosen.to_pylist()]
 
     def __len__(self) -> int:
         """The number of active samples."""

@@ -16,31 +16,42 @@ A LLaVA record::
                        {"from": "gpt", "value": "A cat."}],
      ...any other field, kept untouched in Sample.extra}
 
-``image`` (one path) or ``images`` (a list) are optional; a human turn refers to the images with
+``image`` (one) or ``images`` (a list) are optional; a human turn refers to the images with
 ``<image>`` placeholders, one per image, in order. A record with one image and no placeholder gets
 one prepended to its first human turn (the LLaVA convention). Image paths are resolved against the
 image root (the data file's folder unless given; a ``save_to_disk`` folder's parent) and may not
-leave it, symlinks included.
+leave it, symlinks included. An image may also be embedded in the record: the ``{"bytes", "path"}``
+struct of ``datasets.Image()`` (Hub datasets, in ``save_to_disk`` folders and Parquet) or a data
+URL (:mod:`adapt.data.images`). The OpenAI ``messages`` layout and the ShareGPT role names are read
+too (:mod:`adapt.data.conversations`).
+
+``id`` is optional (a record without one is named by its position in the file) and need not be
+unique: LLaVA-style pools use the image id as the record id, so several records share one; each is
+kept, its uid made unique by its position (:func:`adapt.data.sample.make_uid`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from PIL import Image
 from tqdm.auto import tqdm
 
-from adapt.data.sample import GPT, HUMAN, IMAGE_TOKEN, Sample, make_uid
+from adapt.data.conversations import read_chat
+from adapt.data.describe import a_json_type, short
+from adapt.data.images import ImageChecker, ImageStore
+from adapt.data.sample import GPT, HUMAN, IMAGE_TOKEN, SYSTEM_FIELD, Sample, make_uid
 from adapt.errors import DataError
 
 __all__ = ["ROLES", "SUPPORTED", "iter_dataset", "iter_records", "load_records", "read_dataset", "validate_record"]
 
 ROLES = (HUMAN, GPT)
 SUPPORTED = ".json (a list of records), .jsonl (one record a line), .parquet, or a datasets save_to_disk folder"
-RESERVED = ("id", "image", "images", "conversations")
+CHAT_COLUMNS = ("conversations", "messages")
+READ_BATCH = 128  # rows a table is read by: a row may hold its images' bytes
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 MAX_RECORD_BYTES = 8 << 20  # one record of more JSON than this is refused (stream.max_sample_mb)
 
@@ -162,9 +173,9 @@ def _iter_jsonl(path: Path, limit: int) -> Iterator[Record]:
 
 
 def _columns_present(path: Path, columns: list[str]) -> None:
-    missing = [c for c in ("id", "conversations") if c not in columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(map(repr, missing))} (columns: {', '.join(columns)})")
+    if not any(c in columns for c in CHAT_COLUMNS):
+        raise DataError(path, f"no chat column: a table needs a {' or a '.join(map(repr, CHAT_COLUMNS))} column "
+                              f"(columns: {', '.join(columns)})")
 
 
 def _columnar(rows: Iterator[dict[str, Any]]) -> Iterator[Record]:
@@ -186,7 +197,7 @@ def _iter_parquet(path: Path) -> Iterator[Record]:
 
     def rows() -> Iterator[dict[str, Any]]:
         try:
-            for batch in pf.iter_batches(batch_size=1024):
+            for batch in pf.iter_batches(batch_size=READ_BATCH):
                 yield from batch.to_pylist()
         except Exception as exc:
             raise DataError(path, f"cannot read the Parquet file: {exc}") from None
@@ -210,7 +221,7 @@ def _iter_hf_folder(path: Path) -> Iterator[Record]:
             raise DataError(path, f"a DatasetDict with splits {', '.join(sorted(ds))} and no 'train' split: "
                                   "point to one split's folder")
     _columns_present(path, list(ds.column_names))
-    rows = (row for batch in ds.with_format("arrow").iter(batch_size=1024)  # Arrow batches: no image decoding
+    rows = (row for batch in ds.with_format("arrow").iter(batch_size=READ_BATCH)  # Arrow batches: no image decoding
             for row in batch.to_pylist())
     yield from _columnar(rows)
 
@@ -240,117 +251,24 @@ def load_records(path: Path, max_record_bytes: int = MAX_RECORD_BYTES) -> list[R
     return list(iter_records(path, max_record_bytes))
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "null" if value is None else type(value).__name__
-
-
 # ------------------------------------------------------------------------------------- validation
-class _ImageChecker:
-    """Resolves image paths inside the root and checks each file once (datasets share images)."""
-
-    def __init__(self, data_path: Path, root: Path, verify: bool) -> None:
-        self.data_path, self.root, self.verify = data_path, root, verify
-        self._ok: set[str] = set()
-
-    def resolve(self, value: Any, sample: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(self.data_path, f"an image path must be a non-empty string, got {_short(value)}",
-                            sample=sample)
-        p = Path(value).expanduser()
-        full = (p if p.is_absolute() else self.root / p).resolve()  # resolves '..' and symlinks
-        if not full.is_relative_to(self.root):
-            raise DataError(self.data_path, f"image path {value!r} resolves to {full}, outside the image root "
-                                            f"{self.root}", sample=sample)
-        return str(full)
-
-    def check(self, image: str, sample: str) -> None:
-        if image in self._ok:
-            return
-        if not Path(image).is_file():
-            raise DataError(self.data_path, f"image file missing: {image}", sample=sample)
-        if self.verify:
-            try:
-                with Image.open(image) as im:
-                    im.verify()
-            except Exception as exc:
-                raise DataError(self.data_path, f"unreadable image {image}: {exc}", sample=sample) from None
-        self._ok.add(image)
-
-
-def _a_json_type(value: Any) -> str:
-    kind = _json_type(value)
-    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
-
-
-def _short(value: Any, n: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _raw_images(path: Path, rec: dict[str, Any], sample: str) -> list[Any]:
-    present = [k for k in ("image", "images") if rec.get(k) is not None]
-    if len(present) == 2:
-        raise DataError(path, "has both 'image' and 'images': give one of them", sample=sample)
-    if not present:
-        return []
-    value = rec[present[0]]
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise DataError(path, f"field {present[0]!r} must be a path or a list of paths, got {_a_json_type(value)}",
-                    sample=sample)
-
-
-def validate_record(path: Path, where: str, rec: Any, name: str, task: str, images: _ImageChecker,
+def validate_record(path: Path, where: str, position: int, rec: Any, name: str, task: str, images: ImageChecker,
                     columnar: bool = False) -> Sample:
-    """One raw record -> a :class:`Sample`, or a :class:`DataError` naming what is wrong."""
+    """One raw record -> a :class:`Sample` (its uid as if its id were new to the dataset), or a
+    :class:`DataError` naming what is wrong. ``position``: the record's place in the file (0-based),
+    its id when it has none."""
     if not isinstance(rec, dict):
-        raise DataError(path, f"a record must be a JSON object, got {_a_json_type(rec)}", sample=where)
+        raise DataError(path, f"a record must be a JSON object, got {a_json_type(rec)}", sample=where)
     rid = rec.get("id")
     if rid is None or rid == "":
-        raise DataError(path, "missing field 'id'", sample=where)
+        rid = position
     if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        raise DataError(path, f"field 'id' must be a string or an integer, got {_short(rid)}", sample=where)
+        raise DataError(path, f"field 'id' must be a string or an integer, got {short(rid)}", sample=where)
     sid = str(rid)
     at = f"{sid} ({where})"  # how the errors below name the sample
 
-    conv = rec.get("conversations")
-    if conv is None:
-        raise DataError(path, "missing field 'conversations'", sample=at)
-    if isinstance(conv, str):  # Parquet / datasets may store the turns as a JSON string
-        try:
-            conv = json.loads(conv)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"field 'conversations' is a string but not valid JSON: {exc.msg}",
-                            sample=at) from None
-    if isinstance(conv, tuple):
-        conv = list(conv)
-    if not isinstance(conv, list):
-        raise DataError(path, f"field 'conversations' must be a list of turns, got {_a_json_type(conv)}", sample=at)
-    if not conv:
-        raise DataError(path, "field 'conversations' is empty", sample=at)
-
-    turns: list[dict[str, str]] = []
-    for k, t in enumerate(conv):
-        if not isinstance(t, dict) or "from" not in t or "value" not in t:
-            raise DataError(path, f"turn {k} must be an object with 'from' and 'value', got {_short(t)}", sample=at)
-        if not isinstance(t["value"], str):
-            raise DataError(path, f"turn {k}: 'value' must be a string, got {_a_json_type(t['value'])}", sample=at)
-        if t["from"] not in ROLES:
-            raise DataError(path, f"turn {k}: unknown role {t['from']!r} (allowed roles: "
-                                  f"{', '.join(map(repr, ROLES))})", sample=at)
-        turns.append({"from": t["from"], "value": t["value"]})
+    chat = read_chat(rec, path, at)
+    turns = chat.turns
     if turns[0]["from"] != HUMAN:
         raise DataError(path, f"the first turn must be from {HUMAN!r}, not {turns[0]['from']!r}", sample=at)
     answers = [k for k, t in enumerate(turns) if t["from"] == GPT]
@@ -363,18 +281,18 @@ def validate_record(path: Path, where: str, rec: Any, name: str, task: str, imag
             raise DataError(path, f"answer turn {k} holds an {IMAGE_TOKEN!r} placeholder (only questions may)",
                             sample=at)
 
-    paths = [images.resolve(v, at) for v in _raw_images(path, rec, at)]
     n_placeholders = sum(t["value"].count(IMAGE_TOKEN) for t in turns)
-    if len(paths) == 1 and n_placeholders == 0:  # LLaVA convention: the image goes before the first question
+    if len(chat.images) == 1 and n_placeholders == 0:  # LLaVA convention: the image goes before the first question
         turns[0] = {"from": HUMAN, "value": f"{IMAGE_TOKEN}\n{turns[0]['value']}"}
         n_placeholders = 1
-    if n_placeholders != len(paths):
-        raise DataError(path, f"{n_placeholders} {IMAGE_TOKEN!r} placeholder(s) for {len(paths)} image(s): "
+    if n_placeholders != len(chat.images):
+        raise DataError(path, f"{n_placeholders} {IMAGE_TOKEN!r} placeholder(s) for {len(chat.images)} image(s): "
                               "give one placeholder per image", sample=at)
-    for p in paths:
-        images.check(p, at)
+    paths = [images.resolve(v, at) for v in chat.images]
 
-    extra = {k: v for k, v in rec.items() if k not in RESERVED}
+    extra = {k: v for k, v in rec.items() if k != "id" and k not in chat.used}
+    if chat.system is not None:
+        extra[SYSTEM_FIELD] = chat.system
     if columnar and extra:
         try:
             json.dumps(extra)
@@ -382,6 +300,48 @@ def validate_record(path: Path, where: str, rec: Any, name: str, task: str, imag
             raise DataError(path, f"a field cannot be stored as JSON: {exc}", sample=at) from None
     return Sample(uid=make_uid(name, sid), dataset=name, id=sid, conversations=tuple(turns),
                   images=tuple(paths), task=task, extra=extra)
+
+
+class RecordIds:
+    """The uid of each record of a dataset, in file order: ``name/id``, its position for an id when
+    it has none, and ``name/id#position`` for an id an earlier record (valid or not) already has."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._ids: set[str] = set()
+
+    def uid(self, rec: Any, position: int) -> str | None:
+        """The record's uid (None: its id is not a string or an integer, which validation refuses)."""
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        if rid is None or rid == "":
+            rid = position
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            return None
+        sid = str(rid)
+        uid = make_uid(self.name, sid, repeat_at=position if sid in self._ids else None)
+        self._ids.add(sid)
+        return uid
+
+
+@dataclass
+class ReadStats:
+    """What :func:`iter_dataset` met, counted as it reads."""
+
+    records: int = 0  # records read, invalid ones included
+    samples: int = 0  # samples yielded
+    images: int = 0  # images of the samples yielded
+    embedded_images: int = 0  # of which stored in the record as bytes or a data URL
+    repeated_ids: int = 0  # samples whose id an earlier record of the dataset has (uid made unique)
+
+    def summary(self) -> str:
+        """``"N samples, M images"`` and the counts worth a word."""
+        parts = [f"{self.samples} samples", f"{self.images} images"]
+        if self.embedded_images:
+            parts.append(f"{self.embedded_images} of them embedded in the records")
+        if self.repeated_ids:
+            parts.append(f"{self.repeated_ids} samples repeat an earlier sample's id (kept; their uids are "
+                         "id#position)")
+        return ", ".join(parts)
 
 
 def iter_dataset(
@@ -393,6 +353,8 @@ def iter_dataset(
     progress: bool = False,
     on_invalid: Callable[[DataError, Any], None] | None = None,
     max_sample_bytes: int = MAX_RECORD_BYTES,
+    image_store: str | Path | None = None,
+    stats: ReadStats | None = None,
 ) -> Iterator[Sample]:
     """Read and validate a dataset streaming, one sample at a time, in file order: memory does not
     grow with the file (the ids seen so far aside). Raises :class:`DataError` on the first problem,
@@ -401,10 +363,14 @@ def iter_dataset(
     invalid record to ``on_invalid(error, raw_record)`` and goes on (``--skip-invalid``; problems of
     the file as a whole still raise).
 
+    A record whose id an earlier record already has is kept (LLaVA-style pools use the image id as
+    the record id): its uid is ``name/id#position``; ``stats.repeated_ids`` counts them.
+
     Args:
-        path: a ``.json`` list of LLaVA records, a ``.jsonl`` file, a ``.parquet`` file, or a
-            folder made by ``datasets.Dataset.save_to_disk`` (a ``DatasetDict`` folder works
-            when it has one split or a ``train`` split).
+        path: a ``.json`` list of records, a ``.jsonl`` file, a ``.parquet`` file, or a folder made
+            by ``datasets.Dataset.save_to_disk`` (a ``DatasetDict`` folder works when it has one
+            split or a ``train`` split); records in the LLaVA/ShareGPT or the OpenAI ``messages``
+            layout (:mod:`adapt.data.conversations`).
         name: the dataset's name; uids are ``f"{name}/{id}"``.
         task: the task label of every sample (default: ``name``).
         image_root: the folder relative image paths are resolved against, and that no image may
@@ -413,6 +379,10 @@ def iter_dataset(
             reported).
         progress: show a progress bar (after two seconds).
         max_sample_bytes: a record of more JSON than this is refused (a JSON or JSONL file).
+        image_store: where images embedded in the records (bytes, data URLs) are written, once
+            each (:class:`~adapt.data.images.ImageStore`); None: they are checked, not written,
+            and the sample names them ``embedded:<sha256>``.
+        stats: filled with the counts of what was read, as it is read.
     """
     path = Path(path).expanduser().resolve()
     if not isinstance(name, str) or not name or "/" in name or name != name.strip():
@@ -421,30 +391,39 @@ def iter_dataset(
     if image_root is not None and not root.is_dir():
         raise DataError(path, f"the image root {root} is not a folder")
     records = iter_records(path, max_sample_bytes)
-    checker = _ImageChecker(path, root, verify=check_images)
+    checker = ImageChecker(path, root, verify=check_images, store=ImageStore(image_store))
     columnar = path.is_dir() or path.suffix.lower() == ".parquet"
-    first_seen: dict[str, int] = {}  # id -> the number in its first record's "record N" / "line N" / "row N"
-    seen = 0
+    stats = stats if stats is not None else ReadStats()
+    ids = RecordIds(name)
+    uids: set[str] = set()
     with tqdm(records, desc=f"read {name}", unit="rec", leave=False, delay=2, disable=not progress) as bar:
-        for where, rec in bar:
-            seen += 1
+        for position, (where, rec) in enumerate(bar):
+            stats.records += 1
+            uid = ids.uid(rec, position)
             try:
                 if isinstance(rec, DataError):  # a line that is not JSON
                     raise rec
-                s = validate_record(path, where, rec, name, task or name, checker, columnar=columnar)
-                if s.id in first_seen:
-                    first = f"{where.split()[0]} {first_seen[s.id]}"
-                    raise DataError(path, f"duplicate id {s.id!r} (first at {first})", sample=f"{s.id} ({where})")
+                embedded_before = checker.embedded
+                s = validate_record(path, where, position, rec, name, task or name, checker, columnar=columnar)
+                if uid != s.uid:
+                    s = replace(s, uid=uid)
+                if s.uid in uids:  # only an id that itself ends in "#<position>" can clash
+                    raise DataError(path, f"uid {s.uid!r} is taken by an earlier record; rename this id",
+                                    sample=f"{s.id} ({where})")
             except DataError as err:
                 if on_invalid is None:
                     raise
                 on_invalid(err, None if isinstance(rec, DataError) else rec)
                 continue
-            first_seen[s.id] = int(where.split()[1])
+            stats.repeated_ids += s.uid != make_uid(name, s.id)
+            uids.add(s.uid)
+            stats.samples += 1
+            stats.images += len(s.images)
+            stats.embedded_images += checker.embedded - embedded_before
             yield s
-    if seen == 0:
+    if stats.records == 0:
         raise DataError(path, "the dataset is empty (no records)")
-    if len(first_seen) == 0:
+    if stats.samples == 0:
         raise DataError(path, "no valid sample in the dataset")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapt.config import DatasetEntry, ExperimentConfig, StreamConfig, load_config
-from adapt.data.readers import iter_dataset
+from adapt.data.readers import ReadStats, iter_dataset
 from adapt.data.sample import Sample
 from adapt.errors import AdaptError, ConfigError, CorruptFileError, DataError, InputError
 from adapt.io import read_json, write_json_atomic
@@ -90,8 +90,10 @@ def load_stream(run_dir: Path) -> list[DatasetEntry]:
 
 def iter_entry(entry: DatasetEntry, split: str, rules: StreamConfig,
                on_invalid: Callable[[DataError, Any], None] | None = None,
-               progress: bool = False) -> Iterator[Sample]:
-    """One split (``"train"`` or ``"eval"``) of a stream dataset, streaming, read with a run's rules.
+               progress: bool = False, image_store: Path | None = None,
+               stats: ReadStats | None = None) -> Iterator[Sample]:
+    """One split (``"train"`` or ``"eval"``) of a stream dataset, streaming, read with a run's rules;
+    images embedded in its records go to ``image_store`` (the run's pool keeps them; None: checked only).
 
     Under ``rules.skip_invalid`` each invalid record goes to ``on_invalid(error, raw_record)`` (or is
     dropped when it is None) and reading goes on; otherwise the first one raises :class:`DataError`
@@ -105,7 +107,8 @@ def iter_entry(entry: DatasetEntry, split: str, rules: StreamConfig,
     handler = (on_invalid or (lambda err, rec: None)) if rules.skip_invalid else None
     return iter_dataset(path, name=entry.name, task=entry.task, image_root=entry.image_root,
                         check_images=rules.check_images, progress=progress,
-                        max_sample_bytes=int(rules.max_sample_mb * 2**20), on_invalid=handler)
+                        max_sample_bytes=int(rules.max_sample_mb * 2**20), on_invalid=handler,
+                        image_store=image_store, stats=stats)
 
 
 @dataclass
@@ -117,6 +120,7 @@ class AddedDataset:
     n_eval: int
     n_invalid: int  # records skipped under stream.skip_invalid (train and eval)
     round: int  # the entry's index in the stream (0-based), the round that ingests it
+    train_stats: ReadStats  # what reading the train split met (repeated ids, embedded images)
 
 
 def _stream_rules(run_dir: Path) -> StreamConfig:
@@ -158,7 +162,8 @@ def add_dataset(run_dir: Path, entry: DatasetEntry, progress: bool = False) -> A
     def count(err: DataError, rec: Any) -> None:
         invalid[0] += 1
 
-    n_train = sum(1 for _ in iter_entry(entry, "train", rules, on_invalid=count, progress=progress))
+    stats = ReadStats()
+    n_train = sum(1 for _ in iter_entry(entry, "train", rules, on_invalid=count, progress=progress, stats=stats))
     n_eval = sum(1 for _ in iter_entry(entry, "eval", rules, on_invalid=count, progress=progress)) \
         if entry.eval else 0
     with RunLock.on_stream(run_dir, "add-dataset"):  # one stream edit at a time
@@ -166,4 +171,4 @@ def add_dataset(run_dir: Path, entry: DatasetEntry, progress: bool = False) -> A
         refuse_duplicate(entries)
         entries.append(entry)
         save_stream(run_dir, entries)
-    return AddedDataset(entry, n_train, n_eval, invalid[0], len(entries) - 1)
+    return AddedDataset(entry, n_train, n_eval, invalid[0], len(entries) - 1, stats)

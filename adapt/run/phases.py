@@ -62,7 +62,8 @@ class RoundPhases:
         """One split of a stream dataset, streaming, with the run's reading rules; under
         ``stream.skip_invalid`` its invalid samples go to ``pool/rejected.jsonl`` once it is read."""
         rejected: list[dict[str, Any]] = []
-        yield from iter_entry(e, split, self.config.stream, progress=progress, on_invalid=lambda err, rec: rejected.append(
+        yield from iter_entry(e, split, self.config.stream, progress=progress, image_store=self.pool.images,
+                              on_invalid=lambda err, rec: rejected.append(
             {"dataset": e.name, "split": split, "file": err.path, "sample": err.sample, "reason": err.problem,
              "record": rec}))
         if self.config.stream.skip_invalid and self.is_main:
