@@ -339,8 +339,9 @@ class ReadStats:
         if self.embedded_images:
             parts.append(f"{self.embedded_images} of them embedded in the records")
         if self.repeated_ids:
-            parts.append(f"{self.repeated_ids} samples repeat an earlier sample's id (kept; their uids are "
-                         "id#position)")
+            many = self.repeated_ids != 1
+            parts.append(f"{self.repeated_ids} sample{'s' if many else ''} repeat{'' if many else 's'} an earlier "
+                         "sample's id (kept; uid id#position)")
         return ", ".join(parts)
 
 
