@@ -41,6 +41,9 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()  # adapt shows its own
 
 
 @app.command()
@@ -109,9 +112,10 @@ def select(
     method: str = typer.Option(..., "--method", help="tive, mllm_selector, datatailor, gdo, adapt_inf, random, ..."),
     ratio: float = typer.Option(..., "--ratio", help="Share of all the samples to keep (0 < ratio <= 1), or a "
                                 "count when > 1."),
-    out: Path = typer.Option(..., "--out", help="Where the chosen records are written, untouched: a .json list "
-                             "of LLaVA records, .jsonl or .parquet file; or a folder, one file per input in its "
-                             "own format (use a folder when the inputs' relative image paths have different roots)."),
+    out: Path = typer.Option(..., "--out", help="Where the chosen records are written as they are (relative "
+                             "image paths made absolute when OUT is not in their folder): a .json list, .jsonl or "
+                             ".parquet file; or a folder, one output per input in its own format (a datasets folder "
+                             "gives a datasets folder, its image bytes kept)."),
     config: Optional[Path] = typer.Option(None, "--config", help="A YAML experiment config for the model, LoRA, "
                                           "feature and method settings (defaults otherwise)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="key.sub=value config overrides (repeatable)."),

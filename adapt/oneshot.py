@@ -18,9 +18,11 @@ from typing import Any
 import pandas as pd
 
 from adapt.config import DatasetEntry, ExperimentConfig, load_config
-from adapt.data.readers import load_records
+from adapt.data.conversations import rebase_images, record_images
+from adapt.data.images import embedded_bytes
+from adapt.data.readers import RecordIds, hf_train_split, iter_records
 from adapt.errors import AdaptError, InputError
-from adapt.io import write_with_atomic
+from adapt.io import write_dir_atomic, write_with_atomic
 from adapt.layout import RunLayout
 
 OUTPUT_FORMATS = (".json", ".jsonl", ".parquet")
@@ -53,9 +55,13 @@ def one_shot_config(data: list[Path], model: str, method: str, budget: int | flo
 
 
 def check_output(target: Path, out: Path) -> None:
-    if target.suffix.lower() not in OUTPUT_FORMATS:
+    if target.suffix.lower() not in OUTPUT_FORMATS and not _is_folder_output(target):
         raise InputError(f"--out {out}: unsupported output type {target.suffix or target.name!r} "
                          f"(use {', '.join(OUTPUT_FORMATS)}, or a folder)")
+
+
+def _is_folder_output(target: Path) -> bool:
+    return target.suffix == "" or target.is_dir()
 
 
 def write_records(records: list[Any], out: Path) -> None:
@@ -65,6 +71,9 @@ def write_records(records: list[Any], out: Path) -> None:
     if suffix == ".parquet":
         write_with_atomic(out, lambda tmp: pd.DataFrame(records).to_parquet(tmp, index=False))
         return
+    if any(embedded_bytes(v) is not None for rec in records for v in record_images(rec, out, "")):
+        raise InputError(f"--out {out}: the records hold their images as bytes, which {suffix} cannot; "
+                         "write .parquet, or a folder (a datasets input is written back as a datasets folder)")
 
     def dump(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -79,23 +88,55 @@ def write_records(records: list[Any], out: Path) -> None:
 
 def output_paths(data: list[Path], names: list[str], out: Path) -> list[Path]:
     """Where each input's chosen records go: all into ``out`` (a file), or, when ``out`` is a folder
-    (an existing one, or a path without suffix), one file per input named after the dataset, in the
-    input's format (a datasets folder gives .parquet)."""
+    (an existing one, or a path without suffix), one per input named after the dataset, in the
+    input's format (a datasets folder gives a datasets folder)."""
     if out.suffix and not out.is_dir():
         return [out] * len(data)
-    return [out / f"{n}{p.suffix.lower() if p.is_file() else '.parquet'}" for p, n in zip(data, names)]
+    return [out / (f"{n}{p.suffix.lower()}" if p.is_file() else n) for p, n in zip(data, names)]
 
 
-def write_selected(data: list[Path], names: list[str], selected_uids: list[str], out: Path) -> dict[str, int]:
+def _chosen(path: Path, name: str, chosen: set[str]) -> tuple[list[int], list[Any]]:
+    """Positions and records of ``path`` whose uid (the readers' rule) is in ``chosen``."""
+    ids = RecordIds(name)
+    positions, records = [], []
+    for pos, (_, rec) in enumerate(iter_records(path)):
+        if ids.uid(rec, pos) in chosen:
+            positions.append(pos)
+            records.append(rec)
+    return positions, records
+
+
+def _write_datasets_folder(source: Path, positions: list[int], target: Path, root: Path) -> None:
+    """The chosen rows of a ``save_to_disk`` folder as a ``save_to_disk`` folder, features kept
+    (``datasets.Image()`` columns hold their bytes; relative path columns are made absolute)."""
+    from datasets import Sequence, Value
+
+    ds = hf_train_split(source).select(positions)
+    path_columns = [c for c in ("image", "images") if c in ds.features and ds.features[c] in
+                    (Value("string"), Sequence(Value("string")))]
+    if path_columns and target.parent.resolve() != root:
+        ds = ds.map(lambda row: {c: rebase_images(row, root)[c] for c in path_columns})
+    write_dir_atomic(target, lambda tmp: ds.save_to_disk(str(tmp)))
+
+
+def write_selected(data: list[Path], names: list[str], selected_uids: list[str], out: Path,
+                   image_root: Path | None = None) -> dict[str, int]:
     """The selected records of every input, untouched and in input order, into ``out``
-    (``output_paths``); returns the count per dataset."""
+    (``output_paths``); returns the count per dataset. Relative image paths are made absolute when
+    the output does not sit in the input's image root (they would point nowhere otherwise)."""
     chosen = set(selected_uids)
     by_file: dict[Path, list[Any]] = {}
     counts: dict[str, int] = {}
     for path, name, target in zip(data, names, output_paths(data, names, out)):
-        kept = [rec for _, rec in load_records(path.resolve())
-                if isinstance(rec, dict) and f"{name}/{rec.get('id')}" in chosen]
+        path = path.resolve()
+        root = image_root.resolve() if image_root is not None else path.parent
+        positions, kept = _chosen(path, name, chosen)
         counts[name] = len(kept)
+        if path.is_dir() and _is_folder_output(target):
+            _write_datasets_folder(path, positions, target, root)
+            continue
+        if target.parent.resolve() != root:
+            kept = [rebase_images(rec, root) for rec in kept]
         by_file.setdefault(target, []).extend(kept)
     for target, records in by_file.items():
         write_records(records, target)
@@ -133,6 +174,6 @@ def select_once(data: list[Path], model: str, method: str, budget: int | float, 
             run = ContinualRun.create(work, cfg, config_dir=Path.cwd(), progress=progress, console=console)
         table = run.select_only()
         uids = table.loc[table["selected"], "uid"].tolist()
-        counts = write_selected(data, names, uids, out)
+        counts = write_selected(data, names, uids, out, image_root)
     return {"selected": len(uids), "pool": len(table), "per_dataset": counts,
             "pool_per_dataset": dict(Counter(table["dataset"].tolist()))}

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adapt.cli import app
+from adapt.data.conversations import rebase_images
 from adapt.config import DatasetEntry, load_config
 from adapt.data.demo_stream import write_demo_stream
 from adapt.run import ContinualRun
@@ -52,7 +53,9 @@ def test_adapt_select_writes_the_chosen_records_in_the_input_format(method, demo
     chosen = set(sel.loc[sel["selected"], "uid"])
     assert len(chosen) == (n if method in TAKES_ALL else round(0.25 * n))
     # the input records themselves, in input order (dataset names are the folders: the stems repeat)
-    expected = [r for f in files for r in json.loads(f.read_text()) if f"{f.parent.name}/{r['id']}" in chosen]
+    # the image paths made absolute: picked.json is not in their folder
+    expected = [rebase_images(r, f.parent) for f in files for r in json.loads(f.read_text())
+                if f"{f.parent.name}/{r['id']}" in chosen]
     assert json.loads((tmp_path / "picked.json").read_text()) == expected
     assert f"{len(chosen)} of {n} samples" in res.output
     if method in SEED_PAPERS:

@@ -125,3 +125,25 @@ def test_one_round_over_every_layout_trains_evaluates_and_the_run_can_move(corpu
     shutil.move(run, moved)
     for s in DataPool(moved / "pool").samples():
         assert [Path(p).read_bytes() for p in s.images] == expected[s.uid].images, s.uid
+
+
+def test_select_writes_each_input_back_in_its_own_layout(corpus, tmp_path):
+    from datasets import load_from_disk
+
+    llava, hf = corpus[0], next(x for x in corpus if x.name == "hf_dict_multi_image")
+    out = tmp_path / "picked"
+    res = runner.invoke(app, ["select", str(llava.train), str(hf.train), "--model", "builtin:tiny-llava",
+                              "--method", "random", "--ratio", "1.0", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    records = json.loads((out / llava.train.name).read_text())
+    source = json.loads(llava.train.read_text())
+    assert [r["id"] for r in records] == [r["id"] for r in source]  # the repeated id too
+    images = [r["image"] for r in records if "image" in r]
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in images)  # still found from elsewhere
+    assert [Path(p).read_bytes() for p in images] == [e.images[0] for e in llava.expected if e.images]
+    back = load_from_disk(str(out / hf.train.name))  # a datasets folder again, its Image() features kept
+    assert back.features == load_from_disk(str(hf.train))["train"].features
+    assert [[im["bytes"] for im in row] for row in back.with_format("arrow")["images"].to_pylist()] == \
+        [e.images for e in hf.expected]
+    res = runner.invoke(app, ["validate", str(out / llava.train.name), "--image-root", str(llava.train.parent)])
+    assert res.exit_code == 0, res.output

@@ -27,7 +27,7 @@ from adapt.data.describe import short as _short
 from adapt.data.sample import GPT, HUMAN, IMAGE_TOKEN, SYSTEM_FIELD
 from adapt.errors import DataError
 
-__all__ = ["LAYOUTS", "Chat", "read_chat"]
+__all__ = ["LAYOUTS", "Chat", "read_chat", "rebase_images", "record_images"]
 
 ROLE_NAMES = {"human": HUMAN, "user": HUMAN, "gpt": GPT, "assistant": GPT}
 SYSTEM_ROLE = "system"
@@ -187,3 +187,43 @@ def read_chat(rec: dict[str, Any], path: Path, sample: str) -> Chat:
     if not has:
         raise DataError(path, f"no chat: a record needs {LAYOUTS[0]} or {LAYOUTS[1]}", sample=sample)
     return _llava(rec, path, sample) if has[0] == "conversations" else _messages(rec, path, sample)
+
+
+def _rebased(value: Any, root: Path) -> Any:
+    """An image path relative to ``root`` made absolute; anything else (absolute paths, embedded
+    bytes, data and web URLs) as it is."""
+    if not isinstance(value, str) or not value or value.startswith(("data:", "http://", "https://", "file://")):
+        return value
+    p = Path(value).expanduser()
+    return value if p.is_absolute() else str((root / p).resolve())
+
+
+def rebase_images(rec: Any, root: Path) -> Any:
+    """The record with its relative image paths (``image``, ``images``, image parts of ``messages``)
+    made absolute against ``root``: what a record needs to be read from another folder."""
+    if not isinstance(rec, dict):
+        return rec
+    out = dict(rec)
+    for key in ("image", "images"):
+        value = out.get(key)
+        if isinstance(value, (list, tuple)):
+            out[key] = [_rebased(v, root) for v in value]
+        elif value is not None:
+            out[key] = _rebased(value, root)
+    msgs = out.get("messages")
+    if isinstance(msgs, (list, tuple)):
+        out["messages"] = [_rebase_message(m, root) for m in msgs]
+    return out
+
+
+def _rebase_message(m: Any, root: Path) -> Any:
+    if not isinstance(m, dict) or not isinstance(m.get("content"), (list, tuple)):
+        return m
+    parts = []
+    for part in m["content"]:
+        if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(part.get("image_url"), dict):
+            part = {**part, "image_url": {**part["image_url"], "url": _rebased(part["image_url"].get("url"), root)}}
+        elif isinstance(part, dict) and part.get("type") in ("image", "image_url"):
+            part = {k: _rebased(v, root) if k in (*IMAGE_PART_KEYS, "image_url") else v for k, v in part.items()}
+        parts.append(part)
+    return {**m, "content": parts}

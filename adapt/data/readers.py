@@ -205,7 +205,8 @@ def _iter_parquet(path: Path) -> Iterator[Record]:
     yield from _columnar(rows())
 
 
-def _iter_hf_folder(path: Path) -> Iterator[Record]:
+def hf_train_split(path: Path) -> Any:
+    """The ``datasets.Dataset`` of a ``save_to_disk`` folder (a ``DatasetDict``'s ``train`` split, or its one split)."""
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -220,6 +221,11 @@ def _iter_hf_folder(path: Path) -> Iterator[Record]:
         else:
             raise DataError(path, f"a DatasetDict with splits {', '.join(sorted(ds))} and no 'train' split: "
                                   "point to one split's folder")
+    return ds
+
+
+def _iter_hf_folder(path: Path) -> Iterator[Record]:
+    ds = hf_train_split(path)
     _columns_present(path, list(ds.column_names))
     rows = (row for batch in ds.with_format("arrow").iter(batch_size=READ_BATCH)  # Arrow batches: no image decoding
             for row in batch.to_pylist())
