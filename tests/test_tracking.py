@@ -63,18 +63,20 @@ def test_disk_logger_lines(tmp_path):
     lg.log_table("accuracy_matrix", ["after", "a"], [["0", 0.5], ["1", 0.75]], step=1)
     img = small_png(tmp_path / "plots" / "p.png")
     lg.log_image("heat", img, step=1)
+    lg.log_summary({"final/a": 0.75, "final/b": float("inf")})
     lg.finish()
 
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 6
     events = [json.loads(line) for line in lines]  # strict JSON, one object a line
-    assert [e["event"] for e in events] == ["config", "metrics", "metrics", "table", "image"]
+    assert [e["event"] for e in events] == ["config", "metrics", "metrics", "table", "image", "summary"]
     assert events[0]["step"] is None and events[0]["config"] == {"seed": 3, "path": "/x"}
     assert events[1]["step"] == 0
     assert events[1]["metrics"] == {"round": 0, "avg_accuracy": 0.5, "method": "adapt", "bad": None}
     assert events[2]["metrics"]["avg_accuracy"] == 0.75
     assert events[3]["columns"] == ["after", "a"] and events[3]["rows"][1] == ["1", 0.75]
     assert events[4]["name"] == "heat" and events[4]["path"] == "plots/p.png"
+    assert events[5]["step"] is None and events[5]["metrics"] == {"final/a": 0.75, "final/b": None}
     assert all("time" in e for e in events)
 
     # a second logger on the same run appends (resume); a torn last line is skipped on read
@@ -82,7 +84,7 @@ def test_disk_logger_lines(tmp_path):
     with open(tmp_path / "metrics.jsonl", "a") as fh:
         fh.write('{"event": "metr')
     back = read_metrics_jsonl(tmp_path / "metrics.jsonl")
-    assert len(back) == 6 and back[-1]["metrics"] == {"round": 2}
+    assert len(back) == 7 and back[-1]["metrics"] == {"round": 2}
 
 
 class Recorder:
@@ -98,6 +100,9 @@ class Recorder:
     def log_image(self, name, path, step):
         self.calls.append(("image", name, step))
 
+    def log_summary(self, metrics):
+        self.calls.append(("summary", metrics))
+
     def log_config(self, config):
         self.calls.append(("config",))
 
@@ -108,13 +113,15 @@ class Recorder:
 def test_multi_logger_fans_out(tmp_path):
     a, b = Recorder(), Recorder()
     multi = MultiLogger([a, NullLogger(), b])
-    assert isinstance(multi, MetricLogger) and isinstance(NullLogger(), MetricLogger)
+    assert isinstance(multi, MetricLogger) and isinstance(NullLogger(), MetricLogger) and isinstance(a, MetricLogger)
     multi.log_config({})
     multi.log({"x": 1}, step=4)
     multi.log_table("t", ["c"], [[1]], step=4)
     multi.log_image("i", tmp_path / "i.png", step=4)
+    multi.log_summary({"s": 2})
     multi.finish()
-    assert a.calls == b.calls == [("config",), ("log", {"x": 1}, 4), ("table", "t", 4), ("image", "i", 4), ("finish",)]
+    assert a.calls == b.calls == [("config",), ("log", {"x": 1}, 4), ("table", "t", 4), ("image", "i", 4),
+                                  ("summary", {"s": 2}), ("finish",)]
 
 
 def test_wandb_offline_round_trip(tmp_path):
@@ -124,7 +131,7 @@ def test_wandb_offline_round_trip(tmp_path):
     lg.log_config({"seed": 7, "selection": {"budget": 0.1}})
     lg.log({"round": 0, "avg_accuracy": 0.5, "method": "adapt"}, step=0)
     lg.log({"round": 1, "avg_accuracy": 0.75, "eval/vqa": 0.125}, step=1)
-    lg.log_table("accuracy_matrix", ["after", "vqa"], [["0", 0.5], ["1", 0.75]], step=1)
+    lg.log_table("accuracy_matrix", ["after", "vqa"], [["0", 0.5], ["1", float("nan")]], step=1)
     lg.log_image("heat", small_png(tmp_path / "p.png"), step=1)
     lg.finish()
     lg.finish()  # idempotent
@@ -139,6 +146,9 @@ def test_wandb_offline_round_trip(tmp_path):
     assert rows[1]["_step"] == 1 and rows[1]["round"] == 1 and rows[1]["avg_accuracy"] == 0.75
     assert rows[1]["eval/vqa"] == 0.125
     assert rows[1]["accuracy_matrix"]["_type"] == "table-file"
+    table = (dirs[0] / "files" / rows[1]["accuracy_matrix"]["path"]).read_text()
+    strict = json.loads(table, parse_constant=lambda c: pytest.fail(f"{c} in the table file: not JSON"))
+    assert strict["data"] == [["0", 0.5], ["1", None]]
     assert rows[1]["heat"]["_type"] == "image-file"
     assert (dirs[0] / "files" / rows[1]["heat"]["path"]).is_file()
     # the same rows from the run folder and from the .wandb file itself
@@ -305,3 +315,4 @@ def test_missing_or_bad_metrics_json(tmp_path):
     with pytest.raises(AdaptError, match="row 0"):
         load_run(bad)
     shutil.rmtree(bad)
+
