@@ -316,3 +316,75 @@ def test_missing_or_bad_metrics_json(tmp_path):
         load_run(bad)
     shutil.rmtree(bad)
 
+
+# ------------------------------------------------------------------------------- the run's tracker
+def test_tracker_logs_the_metrics_after_each_round(tmp_path):
+    """RunTracker on a hand-worked 3-round run, read back from the offline wandb file and metrics.jsonl."""
+    from adapt.config import load_config
+    from adapt.io import write_json_atomic
+    from adapt.layout import BEFORE_TRAINING, RunLayout
+    from adapt.run.state import RunState
+    from adapt.run.summary import RunTracker, collect_metrics
+    from adapt.tracking.wandb_file import read_offline_wandb_summary
+
+    tasks = ["vqa", "count", "ground"]
+    R = [[0.5, 0.1, 0.0], [0.8, 0.6, 0.2], [0.7, 0.3, 0.9]]  # test_continual_metrics: after each round by hand
+    R0 = [0.0, 0.05, 0.1]
+    layout = RunLayout(tmp_path / "run")
+    cfg = load_config(None, ["tracking.wandb=true", "tracking.wandb_mode=offline"])
+    state = RunState.load_or_new(layout.state, 0, log=layout.events)
+    write_json_atomic(layout.round(BEFORE_TRAINING).eval, {"scores": dict(zip(tasks, R0))})
+    tracker = RunTracker(layout, cfg, state)
+    for t in range(3):
+        write_json_atomic(layout.round(t).eval, {"scores": dict(zip(tasks, R[t]))})
+        write_json_atomic(layout.round(t).train, {"samples": 10 + t, "last_loss": 1.0})
+        state.mark(t, "evaluate", 1.0)
+        metrics = collect_metrics(layout, state, cfg, "random", tasks, 3, one_round=False)
+        tracker.log_round(t, metrics, pool_size=100, round_labels=tasks)
+    tracker.log_final(metrics)
+    tracker.close()
+
+    # by hand (A, MAA, BWT, F, FWT and F per task after rounds 0, 1, 2)
+    want = [
+        {"continual/avg_accuracy": 0.5, "continual/maa": 0.5, "continual/fwt": 0.05},
+        {"continual/avg_accuracy": 0.7, "continual/maa": 0.6, "continual/bwt": 0.3, "continual/forgetting": -0.3,
+         "continual/fwt": 0.075, "forgetting/vqa": -0.3},
+        {"continual/avg_accuracy": 1.9 / 3, "continual/maa": (1.2 + 1.9 / 3) / 3, "continual/bwt": -0.05,
+         "continual/forgetting": 0.2, "continual/fwt": 0.075, "forgetting/vqa": 0.1, "forgetting/count": 0.3},
+    ]
+    prefixes = ("continual/", "forgetting/")
+    history = read_offline_wandb_history(layout.root)
+    run_files = offline_run_dirs(layout.root)[0] / "files"
+    assert [r["_step"] for r in history] == [r["round"] for r in history] == [0, 1, 2]
+    for t, row in enumerate(history):
+        assert {k: v for k, v in row.items() if k.startswith(prefixes)} == pytest.approx(want[t])
+        assert [row[f"eval/{k}"] for k in tasks] == pytest.approx(R[t])
+        # both views of the matrix so far, under their own keys
+        table, heat = row["accuracy_matrix/table"], row["accuracy_matrix/heatmap"]
+        assert table["_type"] == "table-file" and heat["_type"] == "image-file"
+        back = json.loads((run_files / table["path"]).read_text())
+        assert back["columns"] == ["after", *tasks]
+        assert back["data"] == [["before training", *R0]] + [[k, *r] for k, r in zip(tasks, R[: t + 1])]
+        assert_png(run_files / heat["path"])
+        assert_png(tmp_path / "run" / "plots" / f"accuracy_matrix_round_{t}.png")
+
+    summary = read_offline_wandb_summary(layout.root)
+    assert summary["final/avg_accuracy"] == pytest.approx(1.9 / 3) and summary["final/bwt"] == pytest.approx(-0.05)
+    assert summary["final/forgetting"] == pytest.approx(0.2) and summary["final/fwt"] == pytest.approx(0.075)
+    assert summary["final/forgetting/vqa"] == pytest.approx(0.1)
+    assert summary["final/forgetting/count"] == pytest.approx(0.3) and "final/forgetting/ground" not in summary
+    assert summary["final/samples_trained"] == 33
+    assert summary["continual/forgetting"] == pytest.approx(0.2)  # the last round's value
+
+    # metrics.jsonl holds the same events
+    events = read_metrics_jsonl(layout.events)
+    scalars = [e for e in events if e["event"] == "metrics"]
+    assert [e["step"] for e in scalars] == [0, 1, 2]
+    for t, e in enumerate(scalars):
+        assert {k: v for k, v in e["metrics"].items() if k.startswith(prefixes)} == pytest.approx(want[t])
+    media = [(e["event"], e["name"], e["step"]) for e in events if e["event"] in ("table", "image")]
+    assert media == [(kind, f"accuracy_matrix/{name}", t) for t in range(3)
+                     for kind, name in (("table", "table"), ("image", "heatmap"))]
+    assert [e for e in events if e["event"] == "table"][-1]["rows"] == back["data"]
+    assert [e["metrics"] for e in events if e["event"] == "summary"] == [pytest.approx(
+        {k: v for k, v in summary.items() if k.startswith("final/")})]
