@@ -197,6 +197,10 @@ class RunLayout:
     def accuracy_plot(self) -> Path:
         return self.plots / "accuracy_matrix.png"
 
+    def accuracy_plot_round(self, t: int) -> Path:
+        """The accuracy matrix as it stood after round ``t`` (drawn for wandb's per-round heatmap)."""
+        return self.plots / f"accuracy_matrix_round_{t}.png"
+
     @property
     def wandb(self) -> Path:
         return self.root / "wandb"

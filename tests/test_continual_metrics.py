@@ -155,3 +155,53 @@ def test_forgetting_per_task_by_hand():
     assert out[0] == pytest.approx(0.6) and out[1] == pytest.approx(-0.2) and out[2] is None
     assert continual_metrics(R)["forgetting"] == pytest.approx(0.2)
     assert forgetting_per_task(R, introduced=[0, 0, 1]) == pytest.approx([0.6, -0.2, -0.6])
+
+
+def test_metrics_after_each_round_by_hand():
+    from adapt.evaluation.continual_metrics import metrics_after_round
+
+    # task 0 is best after round 1 (not its own round), task 1 drops at round 2
+    R = [[0.5, 0.1, 0.0],
+         [0.8, 0.6, 0.2],
+         [0.7, 0.3, 0.9]]
+    R0 = [0.0, 0.05, 0.1]
+    after = [metrics_after_round(R, R0, t) for t in range(3)]
+    # round 0: A = MAA = R[0][0] = 0.5; no earlier task: BWT, F None;
+    #          FWT: the one "before" term measured, j=1: R[0][1] - R0[1] = 0.1 - 0.05 = 0.05
+    assert after[0] == {"avg_accuracy": pytest.approx(0.5), "maa": pytest.approx(0.5), "bwt": None,
+                        "forgetting": None, "fwt": pytest.approx(0.05), "forgetting_per_task": [None, None, None]}
+    # round 1: A = (0.8 + 0.6) / 2 = 0.7; MAA = (0.5 + 0.7) / 2 = 0.6
+    #          BWT: j=0: R[1][0] - R[0][0] = 0.8 - 0.5 = 0.3;  F: j=0: max(R[0][0]) - R[1][0] = 0.5 - 0.8 = -0.3
+    #          FWT: j=1: 0.05; j=2: R[1][2] - R0[2] = 0.2 - 0.1 = 0.1 -> 0.075
+    a1 = after[1]
+    assert a1["avg_accuracy"] == pytest.approx(0.7) and a1["maa"] == pytest.approx(0.6)
+    assert a1["bwt"] == pytest.approx(0.3) and a1["forgetting"] == pytest.approx(-0.3)
+    assert a1["fwt"] == pytest.approx(0.075)
+    assert a1["forgetting_per_task"] == [pytest.approx(-0.3), None, None]
+    # round 2: A = (0.7 + 0.3 + 0.9) / 3 = 1.9 / 3; MAA = (0.5 + 0.7 + 1.9 / 3) / 3
+    #          BWT: j=0: 0.7 - 0.5 = 0.2; j=1: 0.3 - 0.6 = -0.3 -> -0.05
+    #          F:   j=0: max(0.5, 0.8) - 0.7 = 0.1; j=1: max(0.6) - 0.3 = 0.3 -> 0.2  (not -BWT)
+    #          FWT: 0.075 (no task 3)
+    a2 = after[2]
+    assert a2["avg_accuracy"] == pytest.approx(1.9 / 3) and a2["maa"] == pytest.approx((1.2 + 1.9 / 3) / 3)
+    assert a2["bwt"] == pytest.approx(-0.05) and a2["forgetting"] == pytest.approx(0.2)
+    assert a2["fwt"] == pytest.approx(0.075)
+    assert a2["forgetting_per_task"] == [pytest.approx(0.1), pytest.approx(0.3), None]
+    # after the last round: the whole run's metrics; t defaults to the last row; rows after t are ignored
+    assert {k: a2[k] for k in METRIC_KEYS} == continual_metrics(R, R0)
+    assert metrics_after_round(R, R0) == a2 and metrics_after_round(R[:2], R0) == a1
+    assert metrics_after_round(R, None, 1)["fwt"] is None
+    with pytest.raises(ValueError, match="round 3"):
+        metrics_after_round(R, R0, 3)
+
+
+def test_metrics_after_round_with_a_round_without_eval():
+    from adapt.evaluation.continual_metrics import metrics_after_round
+
+    # tasks a (round 0) and c (round 2); round 1 brought a dataset without an eval split
+    R = [[0.6, 0.1], [0.4, 0.2], [0.5, 0.8]]
+    m = metrics_after_round(R, [0.0, 0.0], 1, introduced=[0, 2])
+    # after round 1 only a is seen: A = 0.4; BWT = 0.4 - 0.6; F = 0.6 - 0.4; FWT: c's term R[1][1] - 0 = 0.2
+    assert m["avg_accuracy"] == pytest.approx(0.4) and m["bwt"] == pytest.approx(-0.2)
+    assert m["forgetting"] == pytest.approx(0.2) and m["fwt"] == pytest.approx(0.2)
+    assert m["forgetting_per_task"] == [pytest.approx(0.2), None]

@@ -85,17 +85,36 @@ def test_metrics_follow_the_definitions(random_run):
 
 
 def test_offline_wandb_run_holds_the_logged_metrics(random_run):
-    from adapt.tracking.wandb_file import read_offline_wandb_history
+    from adapt.evaluation.continual_metrics import METRIC_KEYS, metrics_after_round
+    from adapt.tracking.loggers import read_metrics_jsonl
+    from adapt.tracking.wandb_file import read_offline_wandb_history, read_offline_wandb_summary
 
     run_dir, metrics = random_run
     rows = read_offline_wandb_history(run_dir)
     by_round = {r["round"]: r for r in rows if "round" in r}
     assert sorted(by_round) == list(range(6))
-    for t, row in enumerate(metrics["accuracy_matrix"]):
-        for task, v in zip(metrics["tasks"], row):
-            assert by_round[t][f"eval/{task}"] == pytest.approx(v)
-    final = [r for r in rows if "final/avg_accuracy" in r]
-    assert final and final[-1]["final/avg_accuracy"] == pytest.approx(metrics["avg_accuracy"])
+    events = {e["step"]: e["metrics"] for e in read_metrics_jsonl(run_dir / "metrics.jsonl") if e["event"] == "metrics"}
+    R, R0, tasks = metrics["accuracy_matrix"], metrics["accuracy_before"], metrics["tasks"]
+    for t, row in enumerate(R):
+        got = by_round[t]
+        for task, v in zip(tasks, row):
+            assert got[f"eval/{task}"] == pytest.approx(v)
+        after = metrics_after_round(R, R0, t)
+        for k in METRIC_KEYS:  # absent while not defined (BWT and F in round 0)
+            assert got.get(f"continual/{k}") == pytest.approx(after[k]), (t, k)
+        for j, task in enumerate(tasks):  # forgetting per task, by hand from the matrix
+            want = max(R[s][j] for s in range(j, t)) - R[t][j] if j < t else None
+            assert got.get(f"forgetting/{task}") == pytest.approx(want), (t, task)
+        assert got["accuracy_matrix/table"]["_type"] == "table-file"
+        assert got["accuracy_matrix/heatmap"]["_type"] == "image-file"
+        # metrics.jsonl has the same scalars, round by round
+        assert events[t] == pytest.approx({k: v for k, v in got.items() if not k.startswith("_")
+                                           and not isinstance(v, dict)})
+    summary = read_offline_wandb_summary(run_dir)
+    for k in METRIC_KEYS:
+        assert summary.get(f"final/{k}") == pytest.approx(metrics[k]) == summary.get(f"continual/{k}")
+    assert summary["final/samples_trained"] == sum(metrics["samples_trained"])
+    assert [summary.get(f"final/forgetting/{k}") for k in tasks] == pytest.approx(metrics["forgetting_per_task"])
 
 
 def test_pool_holds_every_dataset(random_run):

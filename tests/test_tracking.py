@@ -63,18 +63,20 @@ def test_disk_logger_lines(tmp_path):
     lg.log_table("accuracy_matrix", ["after", "a"], [["0", 0.5], ["1", 0.75]], step=1)
     img = small_png(tmp_path / "plots" / "p.png")
     lg.log_image("heat", img, step=1)
+    lg.log_summary({"final/a": 0.75, "final/b": float("inf")})
     lg.finish()
 
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 6
     events = [json.loads(line) for line in lines]  # strict JSON, one object a line
-    assert [e["event"] for e in events] == ["config", "metrics", "metrics", "table", "image"]
+    assert [e["event"] for e in events] == ["config", "metrics", "metrics", "table", "image", "summary"]
     assert events[0]["step"] is None and events[0]["config"] == {"seed": 3, "path": "/x"}
     assert events[1]["step"] == 0
     assert events[1]["metrics"] == {"round": 0, "avg_accuracy": 0.5, "method": "adapt", "bad": None}
     assert events[2]["metrics"]["avg_accuracy"] == 0.75
     assert events[3]["columns"] == ["after", "a"] and events[3]["rows"][1] == ["1", 0.75]
     assert events[4]["name"] == "heat" and events[4]["path"] == "plots/p.png"
+    assert events[5]["step"] is None and events[5]["metrics"] == {"final/a": 0.75, "final/b": None}
     assert all("time" in e for e in events)
 
     # a second logger on the same run appends (resume); a torn last line is skipped on read
@@ -82,7 +84,7 @@ def test_disk_logger_lines(tmp_path):
     with open(tmp_path / "metrics.jsonl", "a") as fh:
         fh.write('{"event": "metr')
     back = read_metrics_jsonl(tmp_path / "metrics.jsonl")
-    assert len(back) == 6 and back[-1]["metrics"] == {"round": 2}
+    assert len(back) == 7 and back[-1]["metrics"] == {"round": 2}
 
 
 class Recorder:
@@ -98,6 +100,9 @@ class Recorder:
     def log_image(self, name, path, step):
         self.calls.append(("image", name, step))
 
+    def log_summary(self, metrics):
+        self.calls.append(("summary", metrics))
+
     def log_config(self, config):
         self.calls.append(("config",))
 
@@ -108,13 +113,15 @@ class Recorder:
 def test_multi_logger_fans_out(tmp_path):
     a, b = Recorder(), Recorder()
     multi = MultiLogger([a, NullLogger(), b])
-    assert isinstance(multi, MetricLogger) and isinstance(NullLogger(), MetricLogger)
+    assert isinstance(multi, MetricLogger) and isinstance(NullLogger(), MetricLogger) and isinstance(a, MetricLogger)
     multi.log_config({})
     multi.log({"x": 1}, step=4)
     multi.log_table("t", ["c"], [[1]], step=4)
     multi.log_image("i", tmp_path / "i.png", step=4)
+    multi.log_summary({"s": 2})
     multi.finish()
-    assert a.calls == b.calls == [("config",), ("log", {"x": 1}, 4), ("table", "t", 4), ("image", "i", 4), ("finish",)]
+    assert a.calls == b.calls == [("config",), ("log", {"x": 1}, 4), ("table", "t", 4), ("image", "i", 4),
+                                  ("summary", {"s": 2}), ("finish",)]
 
 
 def test_wandb_offline_round_trip(tmp_path):
@@ -124,7 +131,7 @@ def test_wandb_offline_round_trip(tmp_path):
     lg.log_config({"seed": 7, "selection": {"budget": 0.1}})
     lg.log({"round": 0, "avg_accuracy": 0.5, "method": "adapt"}, step=0)
     lg.log({"round": 1, "avg_accuracy": 0.75, "eval/vqa": 0.125}, step=1)
-    lg.log_table("accuracy_matrix", ["after", "vqa"], [["0", 0.5], ["1", 0.75]], step=1)
+    lg.log_table("accuracy_matrix", ["after", "vqa"], [["0", 0.5], ["1", float("nan")]], step=1)
     lg.log_image("heat", small_png(tmp_path / "p.png"), step=1)
     lg.finish()
     lg.finish()  # idempotent
@@ -139,6 +146,9 @@ def test_wandb_offline_round_trip(tmp_path):
     assert rows[1]["_step"] == 1 and rows[1]["round"] == 1 and rows[1]["avg_accuracy"] == 0.75
     assert rows[1]["eval/vqa"] == 0.125
     assert rows[1]["accuracy_matrix"]["_type"] == "table-file"
+    table = (dirs[0] / "files" / rows[1]["accuracy_matrix"]["path"]).read_text()
+    strict = json.loads(table, parse_constant=lambda c: pytest.fail(f"{c} in the table file: not JSON"))
+    assert strict["data"] == [["0", 0.5], ["1", None]]
     assert rows[1]["heat"]["_type"] == "image-file"
     assert (dirs[0] / "files" / rows[1]["heat"]["path"]).is_file()
     # the same rows from the run folder and from the .wandb file itself
@@ -305,3 +315,76 @@ def test_missing_or_bad_metrics_json(tmp_path):
     with pytest.raises(AdaptError, match="row 0"):
         load_run(bad)
     shutil.rmtree(bad)
+
+
+# ------------------------------------------------------------------------------- the run's tracker
+def test_tracker_logs_the_metrics_after_each_round(tmp_path):
+    """RunTracker on a hand-worked 3-round run, read back from the offline wandb file and metrics.jsonl."""
+    from adapt.config import load_config
+    from adapt.io import write_json_atomic
+    from adapt.layout import BEFORE_TRAINING, RunLayout
+    from adapt.run.state import RunState
+    from adapt.run.summary import RunTracker, collect_metrics
+    from adapt.tracking.wandb_file import read_offline_wandb_summary
+
+    tasks = ["vqa", "count", "ground"]
+    R = [[0.5, 0.1, 0.0], [0.8, 0.6, 0.2], [0.7, 0.3, 0.9]]  # test_continual_metrics: after each round by hand
+    R0 = [0.0, 0.05, 0.1]
+    layout = RunLayout(tmp_path / "run")
+    cfg = load_config(None, ["tracking.wandb=true", "tracking.wandb_mode=offline"])
+    state = RunState.load_or_new(layout.state, 0, log=layout.events)
+    write_json_atomic(layout.round(BEFORE_TRAINING).eval, {"scores": dict(zip(tasks, R0))})
+    tracker = RunTracker(layout, cfg, state)
+    for t in range(3):
+        write_json_atomic(layout.round(t).eval, {"scores": dict(zip(tasks, R[t]))})
+        write_json_atomic(layout.round(t).train, {"samples": 10 + t, "last_loss": 1.0})
+        state.mark(t, "evaluate", 1.0)
+        metrics = collect_metrics(layout, state, cfg, "random", tasks, 3, one_round=False)
+        tracker.log_round(t, metrics, pool_size=100, round_labels=tasks)
+    tracker.log_final(metrics)
+    tracker.close()
+
+    # by hand (A, MAA, BWT, F, FWT and F per task after rounds 0, 1, 2)
+    want = [
+        {"continual/avg_accuracy": 0.5, "continual/maa": 0.5, "continual/fwt": 0.05},
+        {"continual/avg_accuracy": 0.7, "continual/maa": 0.6, "continual/bwt": 0.3, "continual/forgetting": -0.3,
+         "continual/fwt": 0.075, "forgetting/vqa": -0.3},
+        {"continual/avg_accuracy": 1.9 / 3, "continual/maa": (1.2 + 1.9 / 3) / 3, "continual/bwt": -0.05,
+         "continual/forgetting": 0.2, "continual/fwt": 0.075, "forgetting/vqa": 0.1, "forgetting/count": 0.3},
+    ]
+    prefixes = ("continual/", "forgetting/")
+    history = read_offline_wandb_history(layout.root)
+    run_files = offline_run_dirs(layout.root)[0] / "files"
+    assert [r["_step"] for r in history] == [r["round"] for r in history] == [0, 1, 2]
+    for t, row in enumerate(history):
+        assert {k: v for k, v in row.items() if k.startswith(prefixes)} == pytest.approx(want[t])
+        assert [row[f"eval/{k}"] for k in tasks] == pytest.approx(R[t])
+        # both views of the matrix so far, under their own keys
+        table, heat = row["accuracy_matrix/table"], row["accuracy_matrix/heatmap"]
+        assert table["_type"] == "table-file" and heat["_type"] == "image-file"
+        back = json.loads((run_files / table["path"]).read_text())
+        assert back["columns"] == ["after", *tasks]
+        assert back["data"] == [["before training", *R0]] + [[k, *r] for k, r in zip(tasks, R[: t + 1])]
+        assert_png(run_files / heat["path"])
+        assert_png(tmp_path / "run" / "plots" / f"accuracy_matrix_round_{t}.png")
+
+    summary = read_offline_wandb_summary(layout.root)
+    assert summary["final/avg_accuracy"] == pytest.approx(1.9 / 3) and summary["final/bwt"] == pytest.approx(-0.05)
+    assert summary["final/forgetting"] == pytest.approx(0.2) and summary["final/fwt"] == pytest.approx(0.075)
+    assert summary["final/forgetting/vqa"] == pytest.approx(0.1)
+    assert summary["final/forgetting/count"] == pytest.approx(0.3) and "final/forgetting/ground" not in summary
+    assert summary["final/samples_trained"] == 33
+    assert summary["continual/forgetting"] == pytest.approx(0.2)  # the last round's value
+
+    # metrics.jsonl holds the same events
+    events = read_metrics_jsonl(layout.events)
+    scalars = [e for e in events if e["event"] == "metrics"]
+    assert [e["step"] for e in scalars] == [0, 1, 2]
+    for t, e in enumerate(scalars):
+        assert {k: v for k, v in e["metrics"].items() if k.startswith(prefixes)} == pytest.approx(want[t])
+    media = [(e["event"], e["name"], e["step"]) for e in events if e["event"] in ("table", "image")]
+    assert media == [(kind, f"accuracy_matrix/{name}", t) for t in range(3)
+                     for kind, name in (("table", "table"), ("image", "heatmap"))]
+    assert [e for e in events if e["event"] == "table"][-1]["rows"] == back["data"]
+    assert [e["metrics"] for e in events if e["event"] == "summary"] == [pytest.approx(
+        {k: v for k, v in summary.items() if k.startswith("final/")})]

@@ -25,6 +25,13 @@ Beyond DESIGN.md, for runs still going and for streams that are not one task per
   With the default ``introduced[j] = j`` they are exactly DESIGN.md's.
 - NaN entries (a task not evaluated in a round) are left out of every mean; a metric with
   nothing left to average is None.
+
+**After round t** (:func:`metrics_after_round`, what a run logs each round and writes to
+``metrics.json`` while it goes on) is the partial matrix of rows ``R[0..t]``: ``A`` over the tasks
+seen so far (``j <= t``), ``MAA`` over rounds ``0..t``, ``BWT`` and ``F`` over the tasks introduced
+before round ``t`` (``j < t``, with ``max`` over rounds ``[j, t-1]``), ``FWT`` over ``0 < j <= t+1``
+(every term whose "before" row ``R[j-1]`` exists, as above), and ``F`` per task. After the last
+round it is exactly the metrics of the whole run.
 """
 
 from __future__ import annotations
@@ -112,6 +119,29 @@ def forgetting_per_task(R: Sequence[Sequence[float]], introduced: Sequence[int] 
         best = [rows[t][j] for t in range(intro[j], T - 1) if not math.isnan(rows[t][j])]
         out.append(max(best) - rows[T - 1][j] if best else math.nan)
     return out
+
+
+def metrics_after_round(
+    R: Sequence[Sequence[float]],
+    R0: Sequence[float] | None = None,
+    t: int | None = None,
+    *,
+    introduced: Sequence[int] | None = None,
+) -> dict[str, float | None | list[float | None]]:
+    """The continual metrics as they stood after round ``t`` (default: the last row of ``R``).
+
+    :func:`continual_metrics` and :func:`forgetting_per_task` of the rows ``R[0..t]`` (see the
+    module docstring, "After round t"): ``avg_accuracy, maa, bwt, forgetting, fwt`` and
+    ``forgetting_per_task``, one entry per column of ``R`` (None for a task not introduced before
+    round ``t``, NaN for one with no score before it).
+    """
+    rows = _check(R)
+    t = len(rows) - 1 if t is None else int(t)
+    if not 0 <= t < len(rows):
+        raise ValueError(f"round {t} is not in the accuracy matrix (rounds 0..{len(rows) - 1})")
+    upto = rows[: t + 1]
+    return {**continual_metrics(upto, R0, introduced=introduced),
+            "forgetting_per_task": forgetting_per_task(upto, introduced)}
 
 
 def relative_score(final_row: Sequence[float], reference_row: Sequence[float]) -> float | None:

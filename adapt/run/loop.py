@@ -213,17 +213,23 @@ class ContinualRun:
     # ------------------------------------------------------------------ what the run reports
     def collect_metrics(self) -> dict[str, Any]:
         """metrics.json's content from the per-round files."""
+        rounds = self.rounds()
+        introduced = [t for t, r in enumerate(rounds) for e in r if e.eval is not None]  # a task per eval split
         return collect_metrics(self.layout, self.state, self.config, self.selector.name,
-                               [e.name for e in self.stream if e.eval is not None], len(self.rounds()),
-                               self.one_round)
+                               [e.name for r in rounds for e in r if e.eval is not None], len(rounds),
+                               self.one_round, introduced)
+
+    def round_labels(self) -> list[str]:
+        """What each round brought: its datasets' names ("all" for three or more)."""
+        return ["+".join(e.name for e in r) if len(r) < 3 else "all" for r in self.rounds()]
 
     def checkpoint(self, t: int) -> None:
         """The end of round ``t``: pool size, metrics.json, the loggers, the matrix on the console."""
         pool_size = self.phases.write_pool_size(t)
         metrics = self.collect_metrics()
         write_json_atomic(self.layout.metrics, metrics)
-        self.tracker.log_round(t, metrics, pool_size)
-        labels = ["+".join(e.name for e in r) if len(r) < 3 else "all" for r in self.rounds()]
+        labels = self.round_labels()
+        self.tracker.log_round(t, metrics, pool_size, labels)
         print_matrix(self.console, metrics, labels)
 
     def finish(self) -> dict[str, Any]:

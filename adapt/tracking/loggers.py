@@ -10,7 +10,11 @@ from the ``tracking`` section of the config.
     {"event": "metrics", "step": 3, "time": 1700000000.0, "metrics": {"avg_accuracy": 0.5}}
     {"event": "table",   "step": 3, "time": ..., "name": "...", "columns": [...], "rows": [[...]]}
     {"event": "image",   "step": 3, "time": ..., "name": "...", "path": "plots/x.png"}
+    {"event": "summary", "step": null, "time": ..., "metrics": {"final/avg_accuracy": 0.5}}
     {"event": "config",  "step": null, "time": ..., "config": {...}}
+
+``log`` is a history row at a step (a curve per key in wandb); ``log_summary`` sets the run's
+summary values (wandb's ``run.summary``: the runs table, sweeps, comparisons), not a step.
 
 Non-finite floats are written as null so every line is strict JSON.
 """
@@ -41,6 +45,8 @@ class MetricLogger(Protocol):
     def log_table(self, name: str, columns: list[str], rows: list[list], step: int) -> None: ...
 
     def log_image(self, name: str, path: Path, step: int) -> None: ...
+
+    def log_summary(self, metrics: dict[str, Scalar]) -> None: ...
 
     def log_config(self, config: dict) -> None: ...
 
@@ -75,6 +81,9 @@ class NullLogger:
         pass
 
     def log_image(self, name: str, path: Path, step: int) -> None:
+        pass
+
+    def log_summary(self, metrics: dict[str, Scalar]) -> None:
         pass
 
     def log_config(self, config: dict) -> None:
@@ -118,6 +127,9 @@ class DiskLogger:
         except ValueError:
             shown = path
         self._write("image", step, name=name, path=str(shown))
+
+    def log_summary(self, metrics: dict[str, Scalar]) -> None:
+        self._write("summary", None, metrics=dict(metrics))
 
     def log_config(self, config: dict) -> None:
         self._write("config", None, config=dict(config))
@@ -179,6 +191,8 @@ class WandbLogger:
 
     Uses the Run object returned by ``wandb.init(reinit="create_new")``, never the global
     ``wandb.run``, so several runs can log from one process (tests, sweeps in a notebook).
+    ``step_metric``: a logged key that every other key is charted against in the wandb UI
+    (``run.define_metric(key, step_metric=...)``), e.g. ``"round"``.
     """
 
     def __init__(
@@ -190,6 +204,7 @@ class WandbLogger:
         tags: Sequence[str] = (),
         group: str | None = None,
         config: dict | None = None,
+        step_metric: str | None = None,
         **init_kwargs: Any,
     ) -> None:
         if mode not in ("offline", "online", "disabled"):
@@ -213,6 +228,9 @@ class WandbLogger:
         }
         kwargs |= init_kwargs
         self.run = wandb.init(**{k: v for k, v in kwargs.items() if v is not None})
+        if step_metric:
+            self.run.define_metric(step_metric)
+            self.run.define_metric("*", step_metric=step_metric)
 
     @property
     def run_id(self) -> str:
@@ -231,11 +249,17 @@ class WandbLogger:
             self.run.log(data, step=int(step))
 
     def log_table(self, name: str, columns: list[str], rows: list[list], step: int) -> None:
-        table = self._wandb.Table(columns=list(columns), data=[list(r) for r in rows], allow_mixed_types=True)
+        # NaN/inf cells as None: wandb would write them as bare NaN, which is not JSON
+        table = self._wandb.Table(columns=list(columns), data=[_plain(list(r)) for r in rows], allow_mixed_types=True)
         self.run.log({name: table}, step=int(step))
 
     def log_image(self, name: str, path: Path, step: int) -> None:
         self.run.log({name: self._wandb.Image(str(path))}, step=int(step))
+
+    def log_summary(self, metrics: dict[str, Scalar]) -> None:
+        data = {k: v for k, v in _plain(dict(metrics)).items() if v is not None}
+        if data:
+            self.run.summary.update(data)
 
     def log_config(self, config: dict) -> None:
         self.run.config.update(_plain(dict(config)), allow_val_change=True)
@@ -271,6 +295,10 @@ class MultiLogger:
         for lg in self.loggers:
             lg.log_image(name, path, step)
 
+    def log_summary(self, metrics: dict[str, Scalar]) -> None:
+        for lg in self.loggers:
+            lg.log_summary(metrics)
+
     def log_config(self, config: dict) -> None:
         for lg in self.loggers:
             lg.log_config(config)
@@ -291,7 +319,8 @@ def build_loggers(run_dir: str | os.PathLike[str], tracking_cfg: dict | None = N
 
     ``tracking_cfg`` keys: ``wandb`` (default True), ``wandb_mode`` (offline | online |
     disabled; default offline, or ``$WANDB_MODE`` when the key is absent), ``project``
-    (default "adapt"), ``run_name``, ``tags``, ``group``, and optionally ``run_id``: a wandb
+    (default "adapt"), ``run_name``, ``tags``, ``group``, ``step_metric`` (see
+    :class:`WandbLogger`), and optionally ``run_id``: a wandb
     run id to continue (``resume="allow"``; a resumed RUN_DIR then gets one more
     ``offline-run-*-<id>`` folder that ``wandb sync`` appends to the same run). ``WANDB_MODE=disabled`` or
     ``WANDB_DISABLED=true`` in the environment switch wandb off too.
@@ -311,6 +340,7 @@ def build_loggers(run_dir: str | os.PathLike[str], tracking_cfg: dict | None = N
                 name=cfg.get("run_name"),
                 tags=tuple(cfg.get("tags") or ()),
                 group=cfg.get("group"),
+                step_metric=cfg.get("step_metric"),
                 **({"id": str(cfg["run_id"]), "resume": "allow"} if cfg.get("run_id") else {}),
             )
         )

@@ -2,8 +2,8 @@
 
 An offline wandb run writes ``RUN_DIR/wandb/offline-run-*/run-*.wandb``: a LevelDB-style
 record log of serialised protobuf records. This module parses that log (wandb ships no
-Python reader for it) and returns the run's history rows (the tests check a run's wandb
-history with it; ``adapt report`` reads ``metrics.jsonl`` instead).
+Python reader for it) and returns the run's history rows and its summary (the tests check a
+run's wandb history with it; ``adapt report`` reads ``metrics.jsonl`` instead).
 :class:`adapt.tracking.loggers.WandbLogger` uses it to wait for a run's exit record.
 """
 
@@ -119,21 +119,26 @@ def offline_run_dirs(run_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted(dirs, key=key)
 
 
+def _set_item(row: dict[str, Any], item: Any) -> None:
+    """Put one history/summary item (a key or a nested key, and its JSON value) into ``row``."""
+    keys = [item.key] if item.key else list(item.nested_key)
+    try:
+        value = json.loads(item.value_json)
+    except json.JSONDecodeError:
+        value = item.value_json
+    node = row
+    for k in keys[:-1]:  # wandb splits media and nested dicts into nested keys
+        nxt = node.get(k)
+        if not isinstance(nxt, dict):
+            nxt = node[k] = {}
+        node = nxt
+    node[keys[-1]] = value
+
+
 def _history_row(record: Any) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for item in record.history.item:
-        keys = [item.key] if item.key else list(item.nested_key)
-        try:
-            value = json.loads(item.value_json)
-        except json.JSONDecodeError:
-            value = item.value_json
-        node = row
-        for k in keys[:-1]:  # wandb splits media and nested dicts into nested keys
-            nxt = node.get(k)
-            if not isinstance(nxt, dict):
-                nxt = node[k] = {}
-            node = nxt
-        node[keys[-1]] = value
+        _set_item(row, item)
     return row
 
 
@@ -146,6 +151,29 @@ def read_offline_wandb_history(run_dir: str | os.PathLike[str]) -> list[dict[str
     and images as wandb's description of the media file (``{"_type": "table-file", "path":
     "media/table/...", ...}``, the path relative to the run's ``files`` folder).
     """
+    return [_history_row(rec) for rec in _records(run_dir, "history")]
+
+
+def read_offline_wandb_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The summary of the offline wandb run(s) as ``wandb sync`` would upload it: every summary
+    update in order (``run.summary`` writes, and wandb's own last-value-per-history-key ones),
+    later runs of a resumed RUN_DIR over earlier ones. ``run_dir`` as for
+    :func:`read_offline_wandb_history`."""
+    summary: dict[str, Any] = {}
+    for rec in _records(run_dir, "summary"):
+        for item in rec.summary.update:
+            _set_item(summary, item)
+        for item in rec.summary.remove:
+            keys = [item.key] if item.key else list(item.nested_key)
+            node = summary
+            for k in keys[:-1]:
+                node = node.get(k) if isinstance(node.get(k), dict) else {}
+            node.pop(keys[-1], None)
+    return summary
+
+
+def _records(run_dir: str | os.PathLike[str], kind: str) -> list[Any]:
+    """The records of one kind (``history``, ``summary``, ...) of the offline run(s), in order."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir = Path(run_dir)
@@ -157,15 +185,15 @@ def read_offline_wandb_history(run_dir: str | os.PathLike[str]) -> list[dict[str
         files = [f for d in offline_run_dirs(run_dir) for f in sorted(d.glob("run-*.wandb"))]
     if not files:
         raise AdaptError(f"{run_dir}: no offline wandb run found (looked for wandb/offline-run-*/run-*.wandb)")
-    rows = []
+    out = []
     for f in files:
         for raw in _iter_wandb_records(f):
             rec = pb.Record()
             try:
                 rec.ParseFromString(raw)
             except Exception:  # noqa: BLE001 - a record we cannot parse ends the readable part
-                warnings.warn(f"{f}: unreadable record, stopped reading", stacklevel=2)
+                warnings.warn(f"{f}: unreadable record, stopped reading", stacklevel=3)
                 break
-            if rec.WhichOneof("record_type") == "history":
-                rows.append(_history_row(rec))
-    return rows
+            if rec.WhichOneof("record_type") == kind:
+                out.append(rec)
+    return out
