@@ -147,3 +147,11 @@ def test_select_writes_each_input_back_in_its_own_layout(corpus, tmp_path):
         [e.images for e in hf.expected]
     res = runner.invoke(app, ["validate", str(out / llava.train.name), "--image-root", str(llava.train.parent)])
     assert res.exit_code == 0, res.output
+
+
+def test_a_quarantined_record_names_its_image_bytes_by_size(tmp_path):
+    pool = DataPool(tmp_path / "pool")
+    rec = {"id": "a", "image": {"bytes": b"\x89PNG" + bytes(96), "path": None}, "conversations": "[{oops"}
+    pool.quarantine("d", "train", [{"dataset": "d", "split": "train", "reason": "x", "record": rec}])
+    line = json.loads(pool.rejected_path.read_text())
+    assert line["record"]["image"] == {"bytes": "<100 bytes>", "path": None}

@@ -103,6 +103,13 @@ def _empty_manifest() -> dict[str, Any]:
     return {"version": FORMAT_VERSION, "datasets": [], "num_samples": 0, "num_active": 0}
 
 
+def _readable(obj: Any) -> Any:
+    """A quarantined record's value that JSON lacks: image bytes by their size, others as text."""
+    if isinstance(obj, (bytes, bytearray)):
+        return f"<{len(obj)} bytes>"
+    return str(obj)
+
+
 def _file_signature(path: Path) -> tuple[int, int, int] | None:
     try:
         st = path.stat()
@@ -406,7 +413,7 @@ class DataPool:
             if path.is_file() else []
         rows = [r for r in old if (r["dataset"], r["split"]) != (dataset, split)] + rejected
         if rows or path.is_file():
-            write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+            write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=_readable) + "\n" for r in rows))
 
     def ingest(self, samples: Iterable[Sample], dataset: str, round_added: int, source: str = "") -> int:
         """Append a dataset to the pool, all or nothing, streaming: ``samples`` may be a generator
