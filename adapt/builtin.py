@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.config import ModelConfig, TinyModelConfig
+from adapt.config import BUILTIN_MODEL_NAMES, ModelConfig, TinyModelConfig
 from adapt.data.sample import Sample
 from adapt.models.tiny import build_tiny_causal_lm, build_tiny_llava, build_tiny_qwen2_vl
 from adapt.registry import Registry
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS: Registry[Callable[..., Path]] = Registry.of("built-in model", {
-    "tiny-llava": build_tiny_llava, "tiny-qwen2-vl": build_tiny_qwen2_vl, "tiny-causal-lm": build_tiny_causal_lm})
+BUILTIN_MODELS: Registry[Callable[..., Path]] = Registry.of("built-in model", dict(zip(
+    BUILTIN_MODEL_NAMES, (build_tiny_llava, build_tiny_qwen2_vl, build_tiny_causal_lm), strict=True)))
 CAPTION_PROMPT = "Describe the image."
 
 

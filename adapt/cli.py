@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adapt.config import BUILTIN_MODEL_CHOICES
 from adapt.errors import AdaptError, InputError
 from adapt.layout import RunLayout, round_name
 
@@ -108,7 +109,8 @@ def run(
 def select(
     data: list[Path] = typer.Argument(..., help="Datasets to select from: LLaVA JSON/JSONL, Parquet, or datasets "
                                       "save_to_disk folders."),
-    model: str = typer.Option(..., "--model", help="A local HF checkpoint folder, or builtin:tiny-llava."),
+    model: str = typer.Option(..., "--model", help=f"A local HF checkpoint folder, or a built-in tiny model: "
+                              f"{BUILTIN_MODEL_CHOICES}."),
     method: str = typer.Option(..., "--method", help="tive, mllm_selector, datatailor, gdo, adapt_inf, random, ..."),
     ratio: float = typer.Option(..., "--ratio", help="Share of all the samples to keep (0 < ratio <= 1), or a "
                                 "count when > 1."),
@@ -225,13 +227,19 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     try:
         state_path = RunLayout(run_dir).state
         if not state_path.is_file():
-            raise AdaptError(f"{state_path}: not found; is {run_dir} a run directory?")
+            raise InputError(f"{state_path}: not found; is {run_dir} a run directory?")
         state = read_json(state_path)
         entries = load_stream(run_dir)
     except AdaptError as exc:
         _fail(exc)
         return
-    table = Table(title=f"{run_dir} — {state['status']}")
+    from adapt.runlock import RunLock
+
+    holder = RunLock(run_dir).live_holder()
+    shown = state["status"]
+    if shown == "running" and holder is None:  # the process that ran it stopped or died
+        shown = f"stopped (continue with: adapt run --resume {run_dir})"
+    table = Table(title=f"{run_dir} — {shown}")
     table.add_column("round")
     table.add_column("dataset")
     table.add_column("phases done")
@@ -241,9 +249,6 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     Console().print(table)
     if state.get("phase"):
         Console().print(f"current: round {state['round']}, phase {state['phase']}")
-    from adapt.runlock import RunLock
-
-    holder = RunLock(run_dir).live_holder()
     Console().print(f"running now: process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
                     if holder is not None else "no process is running it now")
 
@@ -276,8 +281,9 @@ def demo_data(
     from adapt.data.demo_stream import write_demo_stream
 
     try:
-        path = write_demo_stream(out_dir, seed=seed, stream=stream, scale=scale, progress=True)
-    except (AdaptError, ValueError) as exc:
+        path = write_demo_stream(out_dir, seed=seed, stream=stream, scale=scale, progress=True,
+                                 stream_key="--stream", scale_key="--scale")
+    except AdaptError as exc:
         _fail(exc)
         return
     console.print(f"wrote {path}")

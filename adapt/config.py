@@ -39,8 +39,13 @@ class TinyModelConfig(_Section):
     )
 
 
+BUILTIN_MODEL_NAMES = ("tiny-llava", "tiny-qwen2-vl", "tiny-causal-lm")  # adapt.builtin.BUILTIN_MODELS builds them
+BUILTIN_MODEL_CHOICES = ", ".join(f"builtin:{n}" for n in BUILTIN_MODEL_NAMES)
+
+
 class ModelConfig(_Section):
-    name_or_path: str = Field("builtin:tiny-llava", description="a local HF checkpoint dir, or builtin:tiny-llava")
+    name_or_path: str = Field("builtin:tiny-llava",
+                              description=f"a local HF checkpoint dir, or a built-in tiny model: {BUILTIN_MODEL_CHOICES}")
     family: Literal["auto", "llava", "qwen2_vl", "causal_lm"] = Field(
         "auto", description="how inputs are built: auto (from the checkpoint's config), llava, qwen2_vl, "
         "causal_lm (text only)")

@@ -51,6 +51,14 @@ def atomic_path(path: str | os.PathLike[str], sync: bool = True) -> Iterator[Pat
         raise
 
 
+def _usual_permissions(folder: Path) -> None:
+    """rw for all (dirs rwx) less the umask, as ``open()`` and ``mkdir()`` give, for everything in ``folder``."""
+    mask = _umask()
+    for p in [folder, *folder.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -87,7 +95,8 @@ def write_with_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Non
 
 def write_dir_atomic(out: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
     """Write a folder atomically: ``writer(tmp_folder)``, then rename it to ``out`` (an old ``out``
-    is removed first)."""
+    is removed first). Its files get the usual permissions (some writers, safetensors' among them,
+    make 0600 temp files)."""
     import shutil
 
     out = Path(out)
@@ -96,6 +105,7 @@ def write_dir_atomic(out: str | os.PathLike[str], writer: Callable[[Path], None]
         if tmp.exists():
             shutil.rmtree(tmp)
         writer(tmp)
+        _usual_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from adapt.cli import app
@@ -35,9 +37,76 @@ def test_add_dataset_rejects_a_bad_dataset_and_keeps_the_stream(tmp_path):
     assert res.exit_code == 2 and "already has a dataset named 'a'" in res.output
 
 
-def test_resume_of_a_missing_run_is_an_error(tmp_path):
-    res = runner.invoke(app, ["run", "--resume", str(tmp_path / "nope")])
-    assert res.exit_code == 1 and "not a run directory" in res.output
+@pytest.mark.parametrize("command", [["run", "--resume", "{d}"], ["status", "{d}"], ["report", "{d}"],
+                                     ["add-dataset", "{d}", "{d}/x.json", "--name", "x"]])
+def test_a_folder_that_is_not_a_run_is_bad_input(command, tmp_path):
+    (tmp_path / "x.json").write_text("[]")
+    res = runner.invoke(app, [c.format(d=tmp_path) for c in command])
+    assert res.exit_code == 2, res.output
+    assert str(tmp_path) in res.output and "run directory" in res.output
+
+
+def test_missing_files_stop_a_run_before_its_folder_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths of a config are taken from the working folder
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"stream": {"builtin": None, "datasets": [
+        {"name": "a", "train": "nope/train.json", "eval": "nope/eval.json"},
+        {"name": "b", "train": str(cfg), "image_root": "no_images"}]}}))
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["run", str(cfg), "--run-dir", str(run)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert f"stream.datasets[0].train (a): {tmp_path}/nope/train.json not found" in out, out
+    assert f"stream.datasets[0].eval (a): {tmp_path}/nope/eval.json not found" in out, out
+    assert f"stream.datasets[1].image_root (b): {tmp_path}/no_images is not a folder" in out, out
+    assert not run.exists()
+    (tmp_path / "model").mkdir()  # a folder, but no checkpoint in it
+    res = runner.invoke(app, ["run", str(cfg), "--run-dir", str(run), f"model.name_or_path={tmp_path / 'model'}"])
+    assert res.exit_code == 2 and "has no config.json" in res.output and not run.exists(), res.output
+
+
+def test_status_of_a_run_whose_process_is_gone_says_stopped(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps({"seed": 0, "status": "running", "round": 1, "phase": "train",
+                                                      "finished": ["0:ingest"]}))
+    (tmp_path / "stream.json").write_text(json.dumps({"datasets": []}))
+    res = runner.invoke(app, ["status", str(tmp_path)], env={"COLUMNS": "300"})
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "stopped (continue with: adapt run --resume" in out and "no process is running it now" in out, out
+
+
+@pytest.mark.parametrize(("args", "words"), [(["--stream", "nosuch"], "key '--stream': unknown built-in stream"),
+                                             (["--scale", "-1"], "--scale must be > 0"),
+                                             (["--scale", "0"], "--scale must be > 0")])
+def test_demo_data_refuses_bad_arguments(args, words, tmp_path):
+    res = runner.invoke(app, ["demo-data", str(tmp_path / "d"), *args])
+    assert res.exit_code == 2 and words in res.output, res.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_faiss_says_nothing_when_it_clusters_few_points(capfd):
+    import numpy as np
+
+    from adapt.selection.clustering import spherical_kmeans
+
+    x = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    spherical_kmeans(x, 4, seed=0)
+    assert capfd.readouterr().err == ""
+
+
+def test_atomic_folders_get_the_usual_permissions(tmp_path):
+    import os
+
+    from adapt.io import write_dir_atomic
+
+    def writer(tmp):
+        tmp.mkdir()
+        os.close(os.open(tmp / "adapter_model.safetensors", os.O_CREAT | os.O_WRONLY, 0o600))
+
+    write_dir_atomic(tmp_path / "adapter", writer)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_demo_data_writes_the_stream(tmp_path):
@@ -52,6 +121,7 @@ def test_select_help_documents_the_one_shot_use_with_an_example():
     assert res.exit_code == 0
     assert "--method datatailor --ratio 0.15 --out selected.json" in res.output
     assert "--ratio" in res.output and "--out" in res.output and "--work-dir" in res.output
+    assert "builtin:tiny-llava, builtin:tiny-qwen2-vl, builtin:tiny-causal-lm" in " ".join(res.output.split())
 
 
 def test_one_shot_dataset_names_are_unique_and_readable(tmp_path):

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from adapt.errors import ConfigError
 from adapt.io import write_text_atomic
 from adapt.layout import stream_manifest
 from adapt.registry import Registry
@@ -454,13 +455,16 @@ def _split_size(spec: DatasetSpec, split: str, scale: float) -> int:
 
 
 def write_demo_stream(out_dir: str | Path, seed: int = 0, stream: str = "default", scale: float = 1.0,
-                      progress: bool = True) -> Path:
-    """Write the stream into ``out_dir`` and return the path of ``out_dir/stream.json``.
+                      progress: bool = True, stream_key: str = "stream.builtin", scale_key: str = "stream.scale") -> Path:
+    """Write the stream into ``out_dir`` and return the path of ``out_dir/stream.json`` (``stream_key``,
+    ``scale_key``: how an error names the arguments).
 
     Deterministic: the same ``seed``/``stream``/``scale`` give byte-identical files (one
     ``default_rng`` per dataset and split, no global RNG). ``scale`` multiplies train sizes only.
     """
-    STREAM_NAMES.check(stream, "stream.builtin")
+    STREAM_NAMES.check(stream, stream_key)
+    if not scale > 0:
+        raise ConfigError(f"{scale_key} must be > 0 (it multiplies the train split sizes), got {scale}")
     from sklearn.datasets import load_digits
 
     out_dir = Path(out_dir)

@@ -52,19 +52,40 @@ def builtin_entries(config: ExperimentConfig, run_dir: Path, progress: bool = Tr
     ]
 
 
+def config_entries(config: ExperimentConfig, base_dir: Path | None = None) -> list[DatasetEntry]:
+    """The config's own datasets (``stream.datasets``), paths made absolute against ``base_dir``."""
+    base = base_dir or Path.cwd()
+
+    def absolute(p: str | None) -> str | None:
+        return None if p is None else str((base / Path(p).expanduser()).resolve())
+
+    return [d.model_copy(update={"train": absolute(d.train), "eval": absolute(d.eval),
+                                 "image_root": absolute(d.image_root)}) for d in config.stream.datasets]
+
+
+def check_files(entries: list[DatasetEntry], source: str, key: str = "datasets", trains_from: int = 0) -> None:
+    """Every dataset file and image root of ``entries`` is there, or one InputError naming them all
+    (``source``: the file that lists them, ``key``: the list's key in it); train files only from
+    entry ``trains_from`` on (the earlier ones are in the pool already)."""
+    where = key
+    missing = []
+    for i, e in enumerate(entries):
+        for key, value in (("train", e.train if i >= trains_from else None), ("eval", e.eval)):
+            if value is not None and not Path(value).exists():
+                missing.append(f"{where}[{i}].{key} ({e.name}): {value} not found")
+        if e.image_root is not None and not Path(e.image_root).is_dir():
+            missing.append(f"{where}[{i}].image_root ({e.name}): {e.image_root} is not a folder")
+    if missing:
+        raise InputError(f"{source}: " + "; ".join(missing))
+
+
 def resolve_stream(config: ExperimentConfig, run_dir: Path, base_dir: Path | None = None,
                    progress: bool = True) -> list[DatasetEntry]:
     """The built-in stream (if any) followed by the config's datasets, paths made absolute."""
     entries: list[DatasetEntry] = []
     if config.stream.builtin:
         entries.extend(builtin_entries(config, run_dir, progress))
-    base = base_dir or Path.cwd()
-    for d in config.stream.datasets:
-        def absolute(p: str | None) -> str | None:
-            return None if p is None else str((base / Path(p).expanduser()).resolve())
-
-        entries.append(d.model_copy(update={"train": absolute(d.train), "eval": absolute(d.eval),
-                                            "image_root": absolute(d.image_root)}))
+    entries.extend(config_entries(config, base_dir))
     names = [e.name for e in entries]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -81,7 +102,7 @@ def save_stream(run_dir: Path, entries: list[DatasetEntry]) -> None:
 def load_stream(run_dir: Path) -> list[DatasetEntry]:
     path = RunLayout(run_dir).stream
     if not path.is_file():
-        raise AdaptError(f"{path}: not found; is {run_dir} a run directory?")
+        raise InputError(f"{path}: not found; is {run_dir} a run directory?")
     try:
         return [DatasetEntry.model_validate(d) for d in read_json(path)["datasets"]]
     except (KeyError, TypeError, ValidationError) as exc:

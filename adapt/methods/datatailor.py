@@ -148,7 +148,7 @@ def ward_clusters(p: np.ndarray, cut: float = 0.1, ward_max: int = 2000, seed: i
 
         xf = np.ascontiguousarray(x, dtype=np.float32)
         km = faiss.Kmeans(xf.shape[1], ward_max, niter=20, seed=int(seed) % (2**31), verbose=False,
-                          max_points_per_centroid=max(256, -(-n // ward_max)))
+                          max_points_per_centroid=max(256, -(-n // ward_max)), min_points_per_centroid=1)
         km.train(xf)
         _, idx = km.index.search(xf, 1)
         assign = idx[:, 0]

@@ -19,10 +19,13 @@ from adapt.selection.samplers import SAMPLERS
 
 
 def local_checkpoint(name: str) -> Path:
-    """``model.name_or_path`` as a local checkpoint folder, or an InputError."""
+    """``model.name_or_path`` as a local checkpoint folder (one with a ``config.json``), or an InputError."""
     path = Path(name).expanduser()
     if not path.is_dir():
         raise InputError(f"model.name_or_path: {path} is not a local checkpoint folder")
+    if not (path / "config.json").is_file():
+        raise InputError(f"model.name_or_path: {path} has no config.json: not a Hugging Face checkpoint folder "
+                         "(one that save_pretrained wrote)")
     return path
 
 

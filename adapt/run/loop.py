@@ -19,8 +19,8 @@ from rich.console import Console
 
 from adapt.config import DatasetEntry, ExperimentConfig, load_config
 from adapt.data.pool import DataPool
-from adapt.data.stream import load_stream, resolve_stream, save_stream
-from adapt.errors import AdaptError
+from adapt.data.stream import check_files, config_entries, load_stream, resolve_stream, save_stream
+from adapt.errors import AdaptError, InputError
 from adapt.io import read_json, read_parquet, write_json_atomic, write_text_atomic
 from adapt.layout import BEFORE_TRAINING, RunLayout, round_label
 from adapt.run.checks import check_config
@@ -64,6 +64,7 @@ class ContinualRun:
         gives a registry is checked first, before anything is written or read."""
         layout = RunLayout(Path(run_dir).resolve())
         check_config(config)
+        check_files(config_entries(config, config_dir), config.source, "stream.datasets")  # before the run folder exists
         dist = process_state()
         if dist.is_main_process:
             with RunLock(layout.root, "create"):
@@ -85,10 +86,13 @@ class ContinualRun:
         ``stream.skip_invalid`` from here on (written back to config.yaml)."""
         layout = RunLayout(Path(run_dir).resolve())
         if not layout.state.is_file():
-            raise AdaptError(f"{layout.root}: no state.json; not a run directory")
+            raise InputError(f"{layout.root}: no state.json; not a run directory")
         verify_run_dir(layout.root)  # a damaged file is reported now, not halfway through a round
         config = load_config(layout.config)
-        check_config(config, load_stream(layout.root), str(layout.stream))
+        entries = load_stream(layout.root)
+        check_config(config, entries, str(layout.stream))
+        done = read_json(layout.state).get("round", 0)  # train files of ingested rounds are no longer read
+        check_files(entries, str(layout.stream), trains_from=done if isinstance(done, int) else 0)
         if skip_invalid and not config.stream.skip_invalid:
             config.stream.skip_invalid = True
             if process_state().is_main_process:

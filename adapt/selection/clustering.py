@@ -55,7 +55,8 @@ def spherical_kmeans(features: np.ndarray, k: int, seed: int = 0, niter: int = 2
         return Clusters(np.zeros(n, dtype=np.int64), unit_rows(mean), 1)
     use_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     km = faiss.Kmeans(d, k, niter=niter, seed=int(seed) % (2**31), spherical=True, gpu=use_gpu,
-                      max_points_per_centroid=max(256, -(-len(x) // k)), verbose=False)
+                      max_points_per_centroid=max(256, -(-len(x) // k)), min_points_per_centroid=1,
+                      verbose=False)  # min 1: only silences faiss's "please provide at least" warning
     km.train(x)
     index = faiss.IndexFlatIP(d)
     index.add(km.centroids)

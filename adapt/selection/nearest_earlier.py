@@ -97,7 +97,7 @@ def ivf_max_cos(x: np.ndarray, seed: int = 0, lists: int | None = None, probes: 
     rng = np.random.default_rng(seed)
     train = x[np.sort(rng.choice(n, size=min(n, IVF_TRAIN_PER_LIST * lists), replace=False))]
     km = faiss.Kmeans(d, lists, niter=10, seed=int(seed) % (2**31), spherical=True,
-                      max_points_per_centroid=IVF_TRAIN_PER_LIST, verbose=False)
+                      max_points_per_centroid=IVF_TRAIN_PER_LIST, min_points_per_centroid=1, verbose=False)
     km.train(train)
     quantizer = faiss.IndexFlatIP(d)
     quantizer.add(km.centroids)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapt.errors import AdaptError
+from adapt.errors import AdaptError, InputError
 from adapt.io import read_parquet, write_text_atomic
 from adapt.layout import RunLayout
 
@@ -73,7 +73,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = _metrics_path(Path(run_dir))
     if not path.is_file():
-        raise AdaptError(f"{path}: no metrics.json (has the run finished at least one round?)")
+        raise InputError(f"{path}: not found: {run_dir} is not a run directory, or its run has not finished a "
+                         "round yet")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
