@@ -7,6 +7,7 @@ Qwen2-VL ChatML with ``<|vision_start|><|image_pad|>*n<|vision_end|>``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +82,18 @@ class ModelFamily:
     def extra_model_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
-    @property
+    @functools.cached_property
     def bos_text(self) -> str:
+        """The BOS token, where the tokenizer itself starts a text with it (LLaMA's does, Qwen's has none).
+
+        Read from what the tokenizer does, not from its ``add_bos_token``: transformers 5 drops that
+        setting from the config of every checkpoint with a ``tokenizer.json`` (LLaVA-hf's too) and
+        reports False while the tokenizer's post-processor still puts ``<s>`` first."""
         tok = self.tokenizer
-        return tok.bos_token if getattr(tok, "bos_token", None) and getattr(tok, "add_bos_token", True) else ""
+        if not getattr(tok, "bos_token", None) or tok.bos_token_id is None:
+            return ""
+        ids = tok("a")["input_ids"]
+        return tok.bos_token if ids and ids[0] == tok.bos_token_id else ""
 
     @property
     def eos_text(self) -> str:
