@@ -49,7 +49,8 @@ class ModelFamily:
 
     # --- chat layout -------------------------------------------------------------------------
     def prefix(self) -> str:
-        """Text before the first turn (never trained on)."""
+        """Text before the first turn, after the BOS (never trained on). It is tokenised together with
+        the first user turn: SentencePiece would read a separating space at its end as a word of its own."""
         return ""
 
     def user_segment(self, text: str) -> str:
@@ -107,7 +108,7 @@ class LlavaFamily(ModelFamily):
     name = "llava"
 
     def prefix(self) -> str:
-        return self.bos_text + (self.system_prompt + " " if self.system_prompt else "")
+        return self.system_prompt + " " if self.system_prompt else ""
 
     def user_segment(self, text: str) -> str:
         return f"USER: {text} ASSISTANT:"
