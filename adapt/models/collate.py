@@ -42,6 +42,9 @@ def load_images(sample: Sample) -> list[Image.Image]:
 def _expand_images(text: str, counts: list[int], family: ModelFamily, start: int) -> tuple[str, int]:
     """Replace each ``<image>`` in ``text`` by the family's expansion for the next image."""
     pieces = text.split(IMAGE_TOKEN)
+    if family.strip_text_around_images and len(pieces) > 1:
+        pieces = [p.rstrip() if i == 0 else p.lstrip() if i == len(pieces) - 1 else p.strip()
+                  for i, p in enumerate(pieces)]
     out = [pieces[0]]
     k = start
     for piece in pieces[1:]:

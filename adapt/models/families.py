@@ -48,6 +48,10 @@ class ModelFamily:
         self.system_prompt = system_prompt
 
     # --- chat layout -------------------------------------------------------------------------
+    # Whitespace next to an ``<image>`` in a user turn is dropped (Qwen2-VL lays an image block and
+    # the text side by side; LLaVA keeps LLaVA-format data's "<image>\n" as it is).
+    strip_text_around_images: bool = False
+
     def prefix(self) -> str:
         """Text before the first turn, after the BOS (never trained on). It is tokenised together with
         the first user turn: SentencePiece would read a separating space at its end as a word of its own."""
@@ -138,14 +142,16 @@ class LlavaFamily(ModelFamily):
 
 @FAMILIES.register("qwen2_vl")
 class Qwen2VLFamily(ModelFamily):
-    """Qwen2-VL / Qwen2.5-VL (``AutoModelForImageTextToText``), ChatML layout."""
+    """Qwen2-VL / Qwen2.5-VL (``AutoModelForImageTextToText``), ChatML layout, as their chat template
+    lays it out: a system turn always (the template's default one when ``model.system_prompt`` is
+    empty), each image as ``<|vision_start|><|image_pad|>*n<|vision_end|>`` right next to the text."""
 
     name = "qwen2_vl"
+    DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+    strip_text_around_images = True
 
     def prefix(self) -> str:
-        if self.system_prompt:
-            return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
-        return ""
+        return f"<|im_start|>system\n{self.system_prompt or self.DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
 
     def user_segment(self, text: str) -> str:
         return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
