@@ -55,7 +55,8 @@ class ModelConfig(_Section):
     max_length: int = Field(
         512, description="tokens per sample (image tokens included); longer samples are cut at the end (a cut "
         "that would split an image is an error)")
-    system_prompt: str = Field("", description="text put before every conversation")
+    system_prompt: str = Field("", description="text put before every conversation (Qwen2-VL's system turn; "
+                               "empty there: its chat template's default, 'You are a helpful assistant.')")
     attn_implementation: str | None = Field(
         None, description="transformers' attn_implementation (eager, sdpa, flash_attention_2); null: its "
         "default")

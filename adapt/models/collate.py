@@ -1,7 +1,9 @@
 """Samples -> token ids, answer-only labels and image tensors; batch collation.
 
 Turns are tokenised one by one, as LLaVA's own ``preprocess`` does, so that the label mask is exact:
-every token of an assistant turn is a label, everything else is -100.
+every token of an assistant turn is a label, everything else is -100. The BOS (where the tokenizer
+puts one) is tokenised alone, the family's prefix (the system prompt) with the first user turn.
+tests/test_real_tokenizers.py checks the result against each family's reference with real vocabularies.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def load_images(sample: Sample) -> list[Image.Image]:
 def _expand_images(text: str, counts: list[int], family: ModelFamily, start: int) -> tuple[str, int]:
     """Replace each ``<image>`` in ``text`` by the family's expansion for the next image."""
     pieces = text.split(IMAGE_TOKEN)
+    if family.strip_text_around_images and len(pieces) > 1:
+        pieces = [p.rstrip() if i == 0 else p.lstrip() if i == len(pieces) - 1 else p.strip()
+                  for i, p in enumerate(pieces)]
     out = [pieces[0]]
     k = start
     for piece in pieces[1:]:
@@ -69,16 +74,19 @@ def encode_sample(sample: Sample, family: ModelFamily, max_length: int, for_gene
         ids.extend(piece)
         labels.extend(piece if train else [IGNORE_INDEX] * len(piece))
 
-    add(family.prefix(), False)
+    add(family.bos_text, False)
+    prefix = family.prefix()  # tokenised with the first turn
     k = 0
     for turn in turns:
         if turn["from"] == HUMAN:
             text, k = _expand_images(turn["value"], counts, family, k)
             if not family.uses_images:
                 text = text.replace("\n\n", "\n").strip()
-            add(family.user_segment(text), False)
+            add(prefix + family.user_segment(text), False)
         else:
+            add(prefix, False)
             add(family.answer_segment(turn["value"]), True)
+        prefix = ""
     if len(ids) > max_length:
         n_img_before = sum(counts)
         ids, labels = ids[:max_length], labels[:max_length]

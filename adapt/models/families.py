@@ -7,6 +7,7 @@ Qwen2-VL ChatML with ``<|vision_start|><|image_pad|>*n<|vision_end|>``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,13 @@ class ModelFamily:
         self.system_prompt = system_prompt
 
     # --- chat layout -------------------------------------------------------------------------
+    # Whitespace next to an ``<image>`` in a user turn is dropped (Qwen2-VL lays an image block and
+    # the text side by side; LLaVA keeps LLaVA-format data's "<image>\n" as it is).
+    strip_text_around_images: bool = False
+
     def prefix(self) -> str:
-        """Text before the first turn (never trained on)."""
+        """Text before the first turn, after the BOS (never trained on). It is tokenised together with
+        the first user turn: SentencePiece would read a separating space at its end as a word of its own."""
         return ""
 
     def user_segment(self, text: str) -> str:
@@ -81,10 +87,18 @@ class ModelFamily:
     def extra_model_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
-    @property
+    @functools.cached_property
     def bos_text(self) -> str:
+        """The BOS token, where the tokenizer itself starts a text with it (LLaMA's does, Qwen's has none).
+
+        Read from what the tokenizer does, not from its ``add_bos_token``: transformers 5 drops that
+        setting from the config of every checkpoint with a ``tokenizer.json`` (LLaVA-hf's too) and
+        reports False while the tokenizer's post-processor still puts ``<s>`` first."""
         tok = self.tokenizer
-        return tok.bos_token if getattr(tok, "bos_token", None) and getattr(tok, "add_bos_token", True) else ""
+        if not getattr(tok, "bos_token", None) or tok.bos_token_id is None:
+            return ""
+        ids = tok("a")["input_ids"]
+        return tok.bos_token if ids and ids[0] == tok.bos_token_id else ""
 
     @property
     def eos_text(self) -> str:
@@ -98,7 +112,7 @@ class LlavaFamily(ModelFamily):
     name = "llava"
 
     def prefix(self) -> str:
-        return self.bos_text + (self.system_prompt + " " if self.system_prompt else "")
+        return self.system_prompt + " " if self.system_prompt else ""
 
     def user_segment(self, text: str) -> str:
         return f"USER: {text} ASSISTANT:"
@@ -128,14 +142,16 @@ class LlavaFamily(ModelFamily):
 
 @FAMILIES.register("qwen2_vl")
 class Qwen2VLFamily(ModelFamily):
-    """Qwen2-VL / Qwen2.5-VL (``AutoModelForImageTextToText``), ChatML layout."""
+    """Qwen2-VL / Qwen2.5-VL (``AutoModelForImageTextToText``), ChatML layout, as their chat template
+    lays it out: a system turn always (the template's default one when ``model.system_prompt`` is
+    empty), each image as ``<|vision_start|><|image_pad|>*n<|vision_end|>`` right next to the text."""
 
     name = "qwen2_vl"
+    DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+    strip_text_around_images = True
 
     def prefix(self) -> str:
-        if self.system_prompt:
-            return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
-        return ""
+        return f"<|im_start|>system\n{self.system_prompt or self.DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
 
     def user_segment(self, text: str) -> str:
         return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"

@@ -51,13 +51,17 @@ def _instantiate_and_save(model_cls, cfg, out: Path, seed: int, tok, image_proce
     return out
 
 
-def build_tiny_llava(out_dir: str | Path, sizes: TinyModelConfig | None = None, seed: int = 0) -> Path:
-    """Save a tiny ``LlavaForConditionalGeneration`` (CLIP vision + Llama) with its processor parts."""
+def build_tiny_llava(out_dir: str | Path, sizes: TinyModelConfig | None = None, seed: int = 0,
+                     tokenizer=None) -> Path:
+    """Save a tiny ``LlavaForConditionalGeneration`` (CLIP vision + Llama) with its processor parts.
+
+    ``tokenizer``: the byte-level one by default; any tokenizer with ``<image>``, pad, bos and eos
+    tokens (tests pass a real SentencePiece vocabulary)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     s = sizes or TinyModelConfig()
     out = Path(out_dir)
-    tok = byte_level_tokenizer(
+    tok = tokenizer or byte_level_tokenizer(
         ["<pad>", "<s>", "</s>", "<image>"],
         pad_token="<pad>", bos_token="<s>", eos_token="</s>", extra_special_tokens={"image_token": "<image>"},
     )
@@ -84,14 +88,15 @@ def build_tiny_llava(out_dir: str | Path, sizes: TinyModelConfig | None = None, 
     return _instantiate_and_save(LlavaForConditionalGeneration, cfg, out, seed, tok, ip)
 
 
-def build_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0) -> Path:
-    """Save a tiny ``Qwen2VLForConditionalGeneration`` with a byte-level tokenizer and image processor."""
+def build_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0, tokenizer=None) -> Path:
+    """Save a tiny ``Qwen2VLForConditionalGeneration`` with a tokenizer (byte-level by default; tests
+    pass Qwen's own) and image processor."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     out = Path(out_dir)
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
-    tok = byte_level_tokenizer(
+    tok = tokenizer or byte_level_tokenizer(
         specials, pad_token="<|endoftext|>", eos_token="<|im_end|>",
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                               "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
