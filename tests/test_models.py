@@ -28,6 +28,23 @@ def test_labels_are_exactly_the_answer_turns(name, tiny_models, toy_samples):
     assert [l for l in enc.labels if l != IGNORE_INDEX] == answer_ids
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_sample_s_own_system_prompt_replaces_the_configs(name, tiny_models, toy_samples):
+    from dataclasses import replace
+
+
+    plain = toy_samples[0]
+    own = replace(plain, extra={"system": "Answer in one word."})
+    default = load_model(tiny_models[name], system_prompt="Be brief.").family
+    configured = load_model(tiny_models[name], system_prompt="Answer in one word.").family
+    # the sample's own prompt encodes as the config's would, and wins over the config's
+    assert encode_sample(own, default, 512).input_ids == encode_sample(plain, configured, 512).input_ids
+    assert encode_sample(own, default, 512).input_ids != encode_sample(plain, default, 512).input_ids
+    text = default.tokenizer.decode(encode_sample(own, default, 512).input_ids)
+    assert "Answer in one word." in text and "Be brief." not in text
+    assert encode_sample(own, default, 512).labels == encode_sample(plain, configured, 512).labels
+
+
 @pytest.mark.numeric
 @pytest.mark.parametrize("name", FAMILIES)
 def test_padding_does_not_leak_between_samples(name, tiny_models, toy_samples):

@@ -75,7 +75,7 @@ def encode_sample(sample: Sample, family: ModelFamily, max_length: int, for_gene
         labels.extend(piece if train else [IGNORE_INDEX] * len(piece))
 
     add(family.bos_text, False)
-    prefix = family.prefix()  # tokenised with the first turn
+    prefix = family.prefix(sample.system)  # tokenised with the first turn
     k = 0
     for turn in turns:
         if turn["from"] == HUMAN:

@@ -52,10 +52,16 @@ class ModelFamily:
     # the text side by side; LLaVA keeps LLaVA-format data's "<image>\n" as it is).
     strip_text_around_images: bool = False
 
-    def prefix(self) -> str:
-        """Text before the first turn, after the BOS (never trained on). It is tokenised together with
-        the first user turn: SentencePiece would read a separating space at its end as a word of its own."""
+    def prefix(self, system: str | None = None) -> str:
+        """Text before the first turn, after the BOS (never trained on), with the system prompt:
+        the sample's own (``system``: a system turn of its record) or ``model.system_prompt``. It is
+        tokenised together with the first user turn: SentencePiece would read a separating space at
+        its end as a word of its own."""
         return ""
+
+    def system_text(self, system: str | None) -> str:
+        """The sample's own system prompt, else the config's (``model.system_prompt``)."""
+        return system or self.system_prompt
 
     def user_segment(self, text: str) -> str:
         raise NotImplementedError
@@ -111,8 +117,9 @@ class LlavaFamily(ModelFamily):
 
     name = "llava"
 
-    def prefix(self) -> str:
-        return self.system_prompt + " " if self.system_prompt else ""
+    def prefix(self, system: str | None = None) -> str:
+        text = self.system_text(system)
+        return text + " " if text else ""
 
     def user_segment(self, text: str) -> str:
         return f"USER: {text} ASSISTANT:"
@@ -150,8 +157,8 @@ class Qwen2VLFamily(ModelFamily):
     DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
     strip_text_around_images = True
 
-    def prefix(self) -> str:
-        return f"<|im_start|>system\n{self.system_prompt or self.DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
+    def prefix(self, system: str | None = None) -> str:
+        return f"<|im_start|>system\n{self.system_text(system) or self.DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
 
     def user_segment(self, text: str) -> str:
         return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
