@@ -18,7 +18,6 @@ import pandas as pd
 from rich.console import Console
 
 from adapt.config import DatasetEntry, ExperimentConfig, load_config
-from adapt.data.pool import DataPool
 from adapt.data.stream import load_stream, resolve_stream, save_stream
 from adapt.errors import AdaptError
 from adapt.io import read_json, read_parquet, write_json_atomic, write_text_atomic
@@ -26,6 +25,7 @@ from adapt.layout import BEFORE_TRAINING, RunLayout, round_label
 from adapt.run.checks import check_config
 from adapt.run.models import ModelChain
 from adapt.run.phases import RoundPhases, one_round
+from adapt.run.relocate import MovedPool
 from adapt.run.state import RunState
 from adapt.run.summary import RunTracker, collect_metrics, print_matrix
 from adapt.run.verify import verify_run_dir
@@ -47,7 +47,8 @@ class ContinualRun:
         self.console = console if console is not None and self.is_main else \
             Console(stderr=True, quiet=not self.progress)
         self.state = RunState.load_or_new(self.layout.state, config.seed, writer=self.is_main, log=self.layout.events)
-        self.pool = DataPool(self.layout.pool.dir, writable=self.is_main)
+        here = self.run_dir.resolve()  # a moved run's pool records name images where it was
+        self.pool = MovedPool(self.layout.pool.dir, here, self.state.enter(here), writable=self.is_main)
         self.selector = SELECTORS.get(config.selection.method)(config)
         self.accelerator = get_accelerator(config.training)
         self.models = ModelChain(config, self.layout, self.accelerator, self.progress)

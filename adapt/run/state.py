@@ -1,6 +1,9 @@
 """``state.json``: the run's progress (finished phases, current round and phase, timings), its
 schema, and the phase names.
 
+``roots`` lists the folders the run directory has lived in (:meth:`RunState.enter`), so that a
+moved run still finds what its pool records name by the old path.
+
 Every save also records ``log_bytes``, the length of ``metrics.jsonl`` (append-only) at that
 moment; :meth:`RunState.trim_log` cuts the file back to it when a run starts, so the events of a
 phase that a kill interrupted (and a line torn by the kill) go, and the phase logs them again.
@@ -60,6 +63,15 @@ class RunState:
             return cls(path, check_state(path, read_json(path)), writer, log)
         return cls(path, {"seed": seed, "status": "new", "round": 0, "phase": None, "finished": [],
                           "phase_seconds": {}, "wandb_id": None}, writer, log)
+
+    def enter(self, root: Path) -> list[Path]:
+        """Record that the run directory is now ``root`` (``roots``: every folder the run has lived
+        in, oldest first; written with the next save) and return the earlier ones: a moved run's pool
+        records still name the images of its own ``data/`` folder where it was."""
+        roots = [str(r) for r in self.data.get("roots", [])]
+        if not roots or roots[-1] != str(root):
+            self.data["roots"] = roots + [str(root)]
+        return [Path(r) for r in dict.fromkeys(roots) if r != str(root)]
 
     def done(self, t: int, phase: str) -> bool:
         return state_key(t, phase) in self.data["finished"]
