@@ -241,6 +241,27 @@ class RunLayout:
         return sorted(int(d.name) for d in self.rounds.glob("*") if d.name.isdigit())
 
 
+@dataclass(frozen=True)
+class ExportLayout:
+    """``adapt export``'s folder OUT: the merged model's files in it, or (``--adapter``) ``base/`` and
+    ``adapter/``; ``adapt_export.json`` says which."""
+
+    dir: Path
+
+    @property
+    def base(self) -> Path:
+        """The model the exported adapter applies to (every weight, tokenizer, image processor)."""
+        return self.dir / "base"
+
+    @property
+    def adapter(self) -> Path:
+        return self.dir / "adapter"
+
+    @property
+    def info(self) -> Path:
+        return self.dir / "adapt_export.json"
+
+
 def stream_manifest(data_dir: Path) -> Path:
     """The built-in stream's own listing in its data folder."""
     return Path(data_dir) / "stream.json"
