@@ -270,6 +270,37 @@ def report(
     console.print(f"report: {path}")
 
 
+@app.command("export", epilog=(
+    "Examples:\n\n"
+    "  adapt export runs/demo runs/demo-model        # the last round: AutoModelForImageTextToText.from_pretrained\n\n"
+    "  adapt export runs/demo out --round 2 --adapter   # out/adapter on out/base: peft AutoPeftModel.from_pretrained"))
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    out: Path = typer.Argument(..., help="A new (or empty) folder to write the model into."),
+    round_: Optional[int] = typer.Option(None, "--round", help="The round whose model is exported (default: the "
+                                         "last one whose training finished)."),
+    adapter: bool = typer.Option(False, "--adapter", help="Write round t's LoRA adapter (OUT/adapter) and the model "
+                                 "it applies to (OUT/base: the base, or rounds ..t-1 merged under "
+                                 "lora.between_rounds=merge) instead of merged weights."),
+) -> None:
+    """Write the model after a round of a run so that stock transformers (or peft, with --adapter)
+    loads it without adapt: every weight with the round's adapters merged in, the tokenizer and the
+    image processor; OUT/adapt_export.json says what it holds and which class loads it."""
+    _quiet_libraries()
+    from adapt.layout import ExportLayout
+    from adapt.run.export import export_round
+
+    try:
+        done = export_round(run_dir, out, round_, adapter=adapter)
+    except AdaptError as exc:
+        _fail(exc)
+        return
+    how = (f"{done.info['peft_class']}.from_pretrained({ExportLayout(done.out).adapter})" if adapter else
+           f"{done.info['auto_class']}.from_pretrained({done.out})")
+    console.print(f"exported round {done.round} of {run_dir} to {done.out}; load it with {how}", highlight=False,
+                  soft_wrap=True)
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Path = typer.Argument(..., help="Folder to write the built-in stream into."),

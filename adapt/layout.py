@@ -41,6 +41,20 @@ def parse_round(name: str) -> int:
     return BEFORE_TRAINING if name == _BASE_NAME else int(name)
 
 
+RUN_MODEL_PREFIX = "adapt-run:"
+"""How a file of the run directory names a model of this run that no folder holds."""
+
+
+def run_model_ref(t: int) -> str:
+    """The name a file of the run directory gives the model after round ``t`` (``BEFORE_TRAINING``:
+    the base) where no folder holds it: ``adapt-run:after-round-<t>`` (``adapt-run:base``). Under
+    ``lora.between_rounds: merge`` round t's adapter applies to the model after round t-1, rounds
+    ..t-1 merged into the weights; its adapter_config.json names that model so
+    (``base_model_name_or_path``), which no loader resolves: loaded alone, the adapter is an error,
+    not a wrong model. ``adapt export RUN_DIR --round t-1`` writes that model."""
+    return RUN_MODEL_PREFIX + (_BASE_NAME if t == BEFORE_TRAINING else f"after-round-{int(t)}")
+
+
 @dataclass(frozen=True)
 class PoolLayout:
     """``RUN_DIR/pool``: the DataPool's files."""
@@ -234,6 +248,27 @@ class RunLayout:
     def trained_rounds(self) -> list[int]:
         """The numbered round folders present, in order."""
         return sorted(int(d.name) for d in self.rounds.glob("*") if d.name.isdigit())
+
+
+@dataclass(frozen=True)
+class ExportLayout:
+    """``adapt export``'s folder OUT: the merged model's files in it, or (``--adapter``) ``base/`` and
+    ``adapter/``; ``adapt_export.json`` says which."""
+
+    dir: Path
+
+    @property
+    def base(self) -> Path:
+        """The model the exported adapter applies to (every weight, tokenizer, image processor)."""
+        return self.dir / "base"
+
+    @property
+    def adapter(self) -> Path:
+        return self.dir / "adapter"
+
+    @property
+    def info(self) -> Path:
+        return self.dir / "adapt_export.json"
 
 
 def stream_manifest(data_dir: Path) -> Path:

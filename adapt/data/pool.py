@@ -229,9 +229,15 @@ class DataPool:
 
     @property
     def images(self) -> Path:
-        """Where the images embedded in ingested records are stored (records name them relative to
-        it, so the pool folder can be moved): pass it as ``iter_dataset(image_store=...)``."""
+        """Where the images embedded in ingested records are stored: pass it as
+        ``iter_dataset(image_store=...)``."""
         return PoolLayout(self.root.resolve()).images
+
+    @property
+    def home(self) -> Path:
+        """The folder that holds the pool (the run directory): the records name image files inside
+        it relative to it (the embedded ones, the built-in stream's), so the run folder can move."""
+        return self.root.resolve().parent
 
     @property
     def samples_path(self) -> Path:
@@ -440,7 +446,7 @@ class DataPool:
         where = source or f"dataset {dataset!r}"
         known = next((d for d in self._manifest["datasets"] if d["name"] == dataset), None)
         if known is not None:  # a resumed ingest, or a name clash: only the fingerprint is needed
-            fp, n = _fingerprint_of(samples, dataset, where, self.images)
+            fp, n = _fingerprint_of(samples, dataset, where, self.home)
             if n and fp == known["fingerprint"]:
                 return 0
             if not n:
@@ -448,7 +454,7 @@ class DataPool:
             raise DataError(where, f"the pool already holds a dataset named {dataset!r} with different "
                                    f"content (ingested in round {known['round_added']} from "
                                    f"{known['source'] or 'an unnamed source'}); give this one another name")
-        new = _NewRows(dataset, int(round_added), where, self.images)
+        new = _NewRows(dataset, int(round_added), where, self.home)
         old_meta = self._meta
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -568,7 +574,7 @@ class DataPool:
                 raise UnknownUidError(f"{self.samples_path}: {len(missing)} unknown uid(s): "
                                       f"{', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
             chosen = records.take(pos)
-        return [Sample.from_json(r, self.images) for r in chosen.to_pylist()]
+        return [Sample.from_json(r, self.home) for r in chosen.to_pylist()]
 
     def __len__(self) -> int:
         """The number of active samples."""

@@ -3,6 +3,9 @@
 Resolved once when a run is created (built-in synthetic stream written to disk, relative paths made
 absolute) and kept in RUN_DIR/stream.json; :func:`add_dataset` (``adapt add-dataset``) appends to
 it. Each entry is a :class:`~adapt.config.DatasetEntry`, the config's own record, paths made absolute.
+In stream.json a path inside the run directory (the built-in stream's ``RUN_DIR/data``, by default)
+is stored relative to it, so that the run directory can be moved: :func:`load_stream` makes it
+absolute again against wherever the run directory is now.
 :func:`iter_entry` reads a dataset of it with a run's reading rules (``stream.check_images``,
 ``stream.max_sample_mb``, ``stream.skip_invalid``).
 """
@@ -95,18 +98,43 @@ def resolve_stream(config: ExperimentConfig, run_dir: Path, base_dir: Path | Non
     return entries
 
 
+_PATH_FIELDS = ("train", "eval", "image_root")
+
+
+def _stored(path: str | None, root: Path) -> str | None:
+    """A path as stream.json keeps it: relative to the run directory ``root`` (POSIX) when inside it."""
+    if path is None or not Path(path).is_absolute():
+        return path
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
+def _loaded(path: str | None, root: Path) -> str | None:
+    """A path of stream.json made absolute: a relative one is relative to the run directory ``root``."""
+    return path if path is None or Path(path).is_absolute() else str(root / path)
+
+
 def save_stream(run_dir: Path, entries: list[DatasetEntry]) -> None:
-    write_json_atomic(RunLayout(run_dir).stream, {"datasets": [e.model_dump() for e in entries]})
+    """Write stream.json; ``entries`` carry absolute paths, those inside ``run_dir`` are stored relative to it."""
+    root = Path(run_dir).resolve()
+    rows = [e.model_copy(update={k: _stored(getattr(e, k), root) for k in _PATH_FIELDS}).model_dump()
+            for e in entries]
+    write_json_atomic(RunLayout(root).stream, {"datasets": rows})
 
 
 def load_stream(run_dir: Path) -> list[DatasetEntry]:
-    path = RunLayout(run_dir).stream
+    """The run's datasets, every path absolute (those stored relative resolved against ``run_dir`` as it is now)."""
+    root = Path(run_dir).resolve()
+    path = RunLayout(root).stream
     if not path.is_file():
         raise InputError(f"{path}: not found; is {run_dir} a run directory?")
     try:
-        return [DatasetEntry.model_validate(d) for d in read_json(path)["datasets"]]
+        entries = [DatasetEntry.model_validate(d) for d in read_json(path)["datasets"]]
     except (KeyError, TypeError, ValidationError) as exc:
         raise CorruptFileError(path, f"not a stream file ({type(exc).__name__}: {exc})") from None
+    return [e.model_copy(update={k: _loaded(getattr(e, k), root) for k in _PATH_FIELDS}) for e in entries]
 
 
 def iter_entry(entry: DatasetEntry, split: str, rules: StreamConfig,

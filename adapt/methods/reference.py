@@ -19,6 +19,7 @@ from typing import Any, Union
 import numpy as np
 
 from adapt.errors import AdaptError
+from adapt.layout import run_model_ref
 from adapt.selection.base import SelectionContext, phase_seed
 from adapt.selection.inputs import round_store
 
@@ -27,15 +28,16 @@ WARM_UIDS = "warmup_uids.json"  # the uids the reference adapter was fine-tuned 
 
 
 def warm_up(bundle: Any, samples: list, config: Any, seed: int, adapter_dir: Path, progress: bool = False,
-            desc: str = "warm-up") -> Any:
+            desc: str = "warm-up", base_ref: str | None = None) -> Any:
     """A copy of ``bundle``'s model, adapters merged, with a fresh LoRA adapter fine-tuned for one
-    epoch on ``samples`` (the run's ``lora`` and ``training`` settings), saved to ``adapter_dir``.
+    epoch on ``samples`` (the run's ``lora`` and ``training`` settings), saved to ``adapter_dir``
+    (its adapter_config.json naming ``base_ref`` as its base, when given).
     When ``adapter_dir`` holds one already (a resumed run), it is loaded instead of trained again.
     The round's own model is left untouched. Trains in this process alone (no DDP)."""
     from peft import PeftModel
 
     from adapt.io import write_dir_atomic
-    from adapt.models.lora import add_new_adapter, load_adapter
+    from adapt.models.lora import add_new_adapter, load_adapter, save_adapter
     from adapt.training.trainer import train_round
 
     model = copy.deepcopy(bundle.model)
@@ -47,7 +49,7 @@ def warm_up(bundle: Any, samples: list, config: Any, seed: int, adapter_dir: Pat
         model = add_new_adapter(model, config.lora, seed=seed)  # seeds the warm-up's training too
         train_round(model, bundle.family, samples, config.training, None, seed, config.model.max_length,
                     epochs=1.0, desc=desc, progress=progress)
-        write_dir_atomic(adapter_dir, model.save_pretrained)
+        write_dir_atomic(adapter_dir, lambda d: save_adapter(model, d, base_ref))
     model.eval()
     return dataclasses.replace(bundle, model=model)
 
@@ -94,7 +96,7 @@ def reference_store(ctx: SelectionContext, name: str, warm_rows: np.ndarray, des
         warm_uids = [uids[i] for i in warm_rows]
         write_json_atomic(out.dir / WARM_UIDS, warm_uids)
         model = warm_up(ctx.model, ctx.data.samples(warm_uids), ctx.config, ctx.seed, out.adapter,
-                        progress=ctx.progress, desc=f"{desc} warm-up")
+                        progress=ctx.progress, desc=f"{desc} warm-up", base_ref=run_model_ref(ctx.round - 1))
     else:
         model = round_model(ctx)
     store = gradient_store(model.model, model.family, ctx.data.samples(uids), out.features, features,

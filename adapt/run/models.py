@@ -5,6 +5,10 @@ trains; one cache, so that consecutive phases of a round load a model once.
 adapters of rounds 0..t into the weights, one after the other (peft ``merge_and_unload``).
 ``lora.first_round: full`` trains every weight in round 0; later adapters apply to that model.
 
+Each adapter's adapter_config.json names the model it applies to (``base_model_name_or_path``,
+:meth:`ModelChain.adapter_base_ref`) in terms that travel with the run directory; the chain itself
+never reads that name (it builds every base from config.yaml and the round folders).
+
 The gradient features of round t are taken on :meth:`ModelChain.for_features`: under ``merge``
 with ``features.adapter: previous`` (default) round t-1's trained adapter, loaded unmerged on
 rounds 0..t-2 merged, as adymaharana/adapt-inf differentiates the previous round's LoRA weights
@@ -21,9 +25,9 @@ from typing import Any
 from adapt.builtin import builtin_checkpoint, is_builtin
 from adapt.config import ExperimentConfig
 from adapt.io import write_dir_atomic
-from adapt.layout import BEFORE_TRAINING, RunLayout
+from adapt.layout import BEFORE_TRAINING, RunLayout, run_model_ref
 from adapt.models.loading import ModelBundle, load_model
-from adapt.models.lora import add_new_adapter, load_adapter
+from adapt.models.lora import add_new_adapter, load_adapter, save_adapter, set_adapter_base
 from adapt.run.checks import local_checkpoint
 from adapt.selection.base import phase_seed
 
@@ -62,6 +66,29 @@ class ModelChain:
         if self.full_first_round() and self.layout.round(0).model.is_dir():
             return self.load(self.layout.round(0).model)
         return self.load(self.base_path())
+
+    def adapter_base(self, t: int) -> ModelBundle:
+        """The model round ``t``'s adapter applies to: under ``merge`` the model after round t-1
+        (rounds ..t-1 merged in; the LoRA base before the first adapter), under ``continue`` the LoRA base."""
+        if self.config.lora.between_rounds == "merge":
+            return self.build_after(t - 1)
+        return self._lora_base()
+
+    def adapter_base_ref(self, t: int) -> str:
+        """How round ``t``'s adapter_config.json names :meth:`adapter_base` (``base_model_name_or_path``),
+        in terms that travel with the run directory: round 0's fully trained model by its path relative
+        to the run directory (``rounds/0/model``: stock peft loads the adapter from RUN_DIR as working
+        directory); the base as config.yaml names it (``builtin:<name>``, or the local checkpoint's
+        absolute path, outside the run: stock peft loads it); under ``merge``, from the second adapter
+        on, :func:`~adapt.layout.run_model_ref` (no folder holds rounds ..t-1 merged: loaded alone the
+        adapter is an error, where the plain base would give a wrong model)."""
+        first = 1 if self.full_first_round() else 0
+        if self.config.lora.between_rounds == "merge" and t > first:
+            return run_model_ref(t - 1)
+        if self.full_first_round():
+            return self.layout.round(0).model.relative_to(self.layout.root).as_posix()
+        name = self.config.model.name_or_path
+        return name if is_builtin(name) else str(Path(name).expanduser().resolve())
 
     def build_after(self, t: int, trainable: bool = False) -> ModelBundle:
         """The model after round ``t`` (``BEFORE_TRAINING``: the base), built from the run directory."""
@@ -151,15 +178,24 @@ class ModelChain:
         """Round ``t``'s trained weights: its adapter, or every weight with the processor (main process)."""
         model = self.accelerator.unwrap_model(bundle.model)
         out = self.layout.round(t).model if full else self.layout.round(t).adapter
+        base = None if full else self.adapter_base_ref(t)
+
+        def write(d: Path) -> None:
+            self.save_weights(model, bundle, d, full)
+            if base is not None:
+                set_adapter_base(d, base)
+
         if self.accelerator.is_main_process:
-            write_dir_atomic(out, lambda d: self.save_weights(model, bundle, d, full))
+            write_dir_atomic(out, write)
         self.accelerator.wait_for_everyone()
 
     @staticmethod
     def save_weights(model: Any, bundle: ModelBundle, out: Path, full: bool) -> None:
         """The adapter (peft), or every weight with the tokenizer and image processor, into ``out``."""
+        if not full:
+            save_adapter(model, out)
+            return
         model.save_pretrained(out)
-        if full:
-            bundle.tokenizer.save_pretrained(out)
-            if bundle.image_processor is not None:
-                bundle.image_processor.save_pretrained(out)
+        bundle.tokenizer.save_pretrained(out)
+        if bundle.image_processor is not None:
+            bundle.image_processor.save_pretrained(out)
