@@ -71,12 +71,13 @@ def test_adapt_select_writes_the_chosen_records_in_the_input_format(method, demo
 def test_adapt_select_keeps_jsonl_and_parquet_and_refuses_other_outputs(demo, tmp_path):
     src = demo / "grounding" / "train.json"
     records = json.loads(src.read_text())
+    moved = [rebase_images(r, src.parent) for r in records]  # as written outside their image folder
     jl = demo / "grounding" / "copy.jsonl"  # beside the images its paths are relative to
     jl.write_text("".join(json.dumps(r) + "\n" for r in records))
     res = _select([jl], "random", tmp_path / "out.jsonl", tmp_path / "w1")
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert len(lines) == round(0.25 * len(records)) and all(x in records for x in lines)
+    assert len(lines) == round(0.25 * len(records)) and all(x in moved for x in lines)
     res = _select([src], "random", tmp_path / "out.parquet", tmp_path / "w2")
     assert res.exit_code == 0, res.output
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == round(0.25 * len(records))
@@ -84,9 +85,9 @@ def test_adapt_select_keeps_jsonl_and_parquet_and_refuses_other_outputs(demo, tm
     assert res.exit_code == 0, res.output
     chosen = pd.read_parquet(tmp_path / "w4/rounds/0/selection.parquet").query("selected")["uid"].tolist()
     assert json.loads((tmp_path / "per_input/train.json").read_text()) == \
-        [r for r in records if f"train/{r['id']}" in chosen]
+        [r for r in moved if f"train/{r['id']}" in chosen]
     assert [json.loads(x) for x in (tmp_path / "per_input/copy.jsonl").read_text().splitlines()] == \
-        [r for r in records if f"copy/{r['id']}" in chosen]
+        [r for r in moved if f"copy/{r['id']}" in chosen]
     res = _select([src], "random", tmp_path / "out.csv", tmp_path / "w3")
     assert res.exit_code == 2 and "out.csv" in res.output and ".jsonl" in res.output
     assert not (tmp_path / "w3").exists()
