@@ -219,7 +219,8 @@ def mean_std(values: list[float | None], scale: float = 100.0, digits: int = 1) 
 def diagonal(run: dict) -> list[float]:
     """Score of task j after round j (a joint run: its one row)."""
     R = run["accuracy_matrix"]
-    return list(R[0]) if len(R) == 1 else [R[j][j] for j in range(min(len(R), len(run["tasks"])))]
+    own = run.get("task_rounds") or list(range(len(run["tasks"])))  # the round that brought task j
+    return list(R[0]) if len(R) == 1 else [R[own[j]][j] for j in range(len(run["tasks"])) if own[j] < len(R)]
 
 
 def _md(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -60,6 +60,7 @@ def test_run_directory_contract(random_run):
     assert state["status"] == "finished"
     tasks = metrics["tasks"]
     assert len(tasks) == 6 and len(metrics["accuracy_matrix"]) == 6
+    assert metrics["task_rounds"] == list(range(6))  # each dataset has an eval split: task j came in round j
     # the defaults train a LoRA adapter from round 0 on (lora.first_round=lora)
     for t in range(0, 6):
         assert (run_dir / f"rounds/{t}/adapter/adapter_model.safetensors").is_file()

@@ -78,7 +78,8 @@ def collect_metrics(layout: RunLayout, state: RunState, config: ExperimentConfig
         m = metrics_after_round(rows, r0, introduced=introduced)
     seconds = state.data["phase_seconds"]
     return {
-        "method": method, "tasks": tasks, "accuracy_matrix": rows, "accuracy_before": r0,
+        "method": method, "tasks": tasks, "task_rounds": list(introduced) if introduced is not None else
+        list(range(len(tasks))), "accuracy_matrix": rows, "accuracy_before": r0,
         **m, "samples_trained": samples, "pool_size": pool_sizes, "selected_per_dataset": sel_counts,
         "pool_per_dataset": pool_counts, "rounds_done": len(rows), "rounds_total": rounds_total,
         "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},

@@ -141,7 +141,7 @@ def _matrix_md(run: dict[str, Any]) -> str:
     rows = []
     if run.get("accuracy_before") is not None:
         rows.append(["before training"] + [format_pct(v) for v in run["accuracy_before"]])
-    for label, r in zip(round_labels(len(R), tasks), R):
+    for label, r in zip(round_labels(len(R), tasks, run.get("task_rounds")), R):
         rows.append([label] + [format_pct(v) for v in r])
     return _md_table(["after round"] + tasks, rows)
 
