@@ -1,4 +1,4 @@
-"""The ``adapt`` command: run, select, validate, add-dataset, status, report, demo-data, config-reference."""
+"""The ``adapt`` command: run, select, validate, add-dataset, status, report, export, demo-data, config-reference."""
 
 from __future__ import annotations
 
