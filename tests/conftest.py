@@ -21,6 +21,17 @@ from PIL import Image  # noqa: E402
 from adapt.data.sample import Sample  # noqa: E402
 
 
+def noise_pngs(folder: Path, n: int, size: int = 32, seed: int = 0) -> list[str]:
+    """``n`` PNGs of random pixels in ``folder`` (0.png, 1.png, ...), their paths."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """The three tiny built-in checkpoints, built once per test session."""
@@ -33,13 +44,7 @@ def tiny_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_samples(tmp_path_factory):
     """A handful of samples: one image, two images and several turns, text only."""
-    d = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(3):
-        p = d / f"{i}.png"
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
+    paths = noise_pngs(tmp_path_factory.mktemp("toy"), 3)
     h, g = "human", "gpt"
     return [
         Sample("toy/1", "toy", "1", ({"from": h, "value": "<image>\nWhat color is the shape?"}, {"from": g, "value": "red"}),

@@ -40,10 +40,10 @@ import importlib.util
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from conftest import noise_pngs
 
 from adapt.data.sample import GPT, HUMAN, IMAGE_TOKEN, Sample
 from adapt.models.collate import IGNORE_INDEX, Collator, encode_sample
@@ -146,12 +146,7 @@ def bundles(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
-    d = tmp_path_factory.mktemp("real-tok-images")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(3):
-        paths.append(str(d / f"{i}.png"))
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(paths[-1])
+    paths = noise_pngs(tmp_path_factory.mktemp("real-tok-images"), 3)
 
     def sample(name, turns, images=()):
         convs = tuple({"from": HUMAN if i % 2 == 0 else GPT, "value": v} for i, v in enumerate(turns))
