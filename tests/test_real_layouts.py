@@ -155,3 +155,17 @@ def test_a_quarantined_record_names_its_image_bytes_by_size(tmp_path):
     pool.quarantine("d", "train", [{"dataset": "d", "split": "train", "reason": "x", "record": rec}])
     line = json.loads(pool.rejected_path.read_text())
     assert line["record"]["image"] == {"bytes": "<100 bytes>", "path": None}
+
+
+def test_a_binary_image_column_is_read_as_embedded_bytes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from real_layouts import image_bytes
+
+    data = image_bytes(70)
+    path = tmp_path / "vqa.parquet"
+    pq.write_table(pa.table({"question_id": [7], "image": pa.array([data], pa.binary()), "conversations": [
+        json.dumps([{"from": "human", "value": "What is it?"}, {"from": "gpt", "value": "noise"}])]}), path)
+    [s] = read_dataset(path, "vqa", image_store=tmp_path / "store")
+    assert s.uid == "vqa/0" and Path(s.images[0]).read_bytes() == data
+    assert s.conversations[0]["value"] == "<image>\nWhat is it?" and s.extra == {"question_id": 7}

@@ -70,7 +70,7 @@ def record_images(rec: dict[str, Any], path: Path, sample: str) -> list[Any]:
     if not present:
         return []
     value = rec[present[0]]
-    if isinstance(value, (str, dict)):
+    if isinstance(value, (str, dict, bytes, bytearray)):
         return [value]
     if isinstance(value, (list, tuple)):
         return list(value)

@@ -1,8 +1,8 @@
 """A record's images: paths inside the dataset's image root, or image bytes embedded in the record.
 
 Embedded images come in the layout of ``datasets.Image()`` (most Hub datasets): a struct
-``{"bytes": ..., "path": ...}`` per image, in a ``save_to_disk`` folder or a Parquet file; a
-``messages`` record may also carry a ``data:image/...;base64,`` URL. Their bytes are never decoded
+``{"bytes": ..., "path": ...}`` per image, in a ``save_to_disk`` folder or a Parquet file; or as a
+binary column's raw bytes; a record may also carry a ``data:image/...;base64,`` URL. Their bytes are never decoded
 at read time beyond a check: :class:`ImageStore` writes each one once, as it is, into a
 content-addressed folder (``<sha256[:2]>/<sha256>.<format>``; images shared by many records are
 stored once) and the sample names the file, so that the rest of ``adapt`` only ever sees paths and
@@ -33,8 +33,11 @@ EMBEDDED_PREFIX = "embedded:"  # an embedded image read without a store: checked
 
 
 def embedded_bytes(value: Any) -> bytes | None:
-    """The bytes of an embedded image (a ``{"bytes": b"...", "path": ...}`` struct), or None when
-    ``value`` is not one or carries no bytes (then its ``path`` is the image)."""
+    """The bytes of an embedded image (a ``{"bytes": b"...", "path": ...}`` struct, or a binary
+    column's raw bytes), or None when ``value`` is not one or carries no bytes (then its ``path``
+    is the image)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
     if isinstance(value, dict) and "bytes" in value and isinstance(value["bytes"], (bytes, bytearray)):
         return bytes(value["bytes"])
     return None
