@@ -462,6 +462,24 @@ def oneshot_rows(runs: dict[tuple[str, float], list[dict]], rows: list[str], rat
     return out
 
 
+def per_task_table(table: list[dict], reference: list[dict]) -> list[str]:
+    """Markdown lines: per method (and ``multitask``), each task's score after the one training (mean
+    over the seeds) and, where the runs record it, the mean count selected from the task's dataset."""
+    runs_by_label = ([(ROWS["multitask"].label, reference)] if reference else []) + \
+        [(ONESHOT_ROWS[t["row"]].label, t["runs"]) for t in table]
+    tasks = [str(x) for x in (reference or table[0]["runs"])[0]["tasks"]]
+    body = []
+    for label, rs in runs_by_label:
+        cells = []
+        for j, task in enumerate(tasks):
+            score = np.mean([r["accuracy_matrix"][0][j] for r in rs])
+            counts = [r["selected_per_dataset"][0].get(task) for r in rs if r.get("selected_per_dataset")]
+            counts = [c for c in counts if c is not None]
+            cells.append(f"{100 * score:.1f}" + (f" ({np.mean(counts):.0f})" if counts else ""))
+        body.append([label, *cells])
+    return [*_md(["method", *tasks], body), ""]
+
+
 def oneshot_command(args: argparse.Namespace) -> str:
     """The command line that makes this stream's one-shot table (defaults left out)."""
     parts = ["python experiments/compare.py --oneshot", f"--stream {args.stream}"]
@@ -514,6 +532,9 @@ def write_oneshot(args: argparse.Namespace, runs: dict[tuple[str, float], list[d
                        f"{t['wins']}/{len(t['diffs'])}" if t["diffs"] else "—", t["verdict"],
                        mean_std([float(sum(r["samples_trained"])) for r in t["runs"]], scale=1.0, digits=0)]
                       for t in table])
+        lines += ["Per task, mean over the seeds: the score, and (in brackets) the samples selected from its "
+                  "dataset:", ""]
+        lines += per_task_table(table, reference)
         rand = by_seed(runs.get(("random", float(q)), []))
         mt = by_seed(reference)
         for t in table:

@@ -195,14 +195,16 @@ def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
     assert sorted(launched) == ["multitask-s0", "multitask-s1", "random-r0.15-s0"]
 
 
-def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int, folder: str = "default-oneshot") -> None:
+def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int, folder: str = "default-oneshot",
+                 selected: dict | None = None) -> None:
     """A finished one-shot run ``runs/<folder>/<run>-s<seed>``: one row, both tasks at A."""
     rd = runs / folder / f"{run}-s{seed}"
     rd.mkdir(parents=True)
     (rd / "state.json").write_text(json.dumps({"status": "finished"}))
     (rd / "metrics.json").write_text(json.dumps({
         "tasks": TASKS, "accuracy_matrix": [[A, A]], "avg_accuracy": A, "config": {"seed": seed},
-        "samples_trained": [samples], "rounds_done": 1, "rounds_total": 1}))
+        "samples_trained": [samples], "rounds_done": 1, "rounds_total": 1,
+        **({"selected_per_dataset": [selected]} if selected is not None else {})}))
 
 
 def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path, monkeypatch):
@@ -214,7 +216,8 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
                          ("ppl-r0.15", 0, 0.25), ("ppl-r0.15", 2, 0.8125),  # seed 2: no multitask, no random
                          ("tive-r0.15", 0, 0.75), ("tive-r0.15", 1, 0.15625),
                          ("gdo-r0.15", 0, 0.625), ("gdo-r0.15", 1, 0.40625)):
-        fake_oneshot(runs, run, seed, a, 30)
+        selected = {("tive-r0.15", 0): {"a": 20, "b": 10}, ("tive-r0.15", 1): {"a": 22, "b": 12}}.get((run, seed))
+        fake_oneshot(runs, run, seed, a, 30, selected=selected)
     fake_oneshot(runs, "random-r0.5", 0, 0.875, 100)
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", ["compare.py", "--oneshot", "--tables-only", "--stream", "default",
@@ -236,6 +239,11 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
     assert "| `tive` | 2 | 45.3 ± 42.0 | 53.1 ± 30.9 | 7.8 ± 24.3 | 1/2 | within seed noise | 30 ± 0 |" in at15
     # gdo: A 0.625, 0.40625 -> 51.6 ± 15.5; % 0.625, 0.8125 -> 71.9 ± 13.3; Δ 0.125, 0.15625 -> 14.1 ± 2.2 (holds)
     assert "| `gdo` (minloss) | 2 | 51.6 ± 15.5 | 71.9 ± 13.3 | 14.1 ± 2.2 | 2/2 | holds | 30 ± 0 |" in at15
+    # per task: the mean score over the seeds; tive's mean counts selected (20 + 22) / 2, (10 + 12) / 2
+    per_task = at15.split("Per task, mean over the seeds")[1]
+    assert "| `multitask` (reference: one training on the union) | 75.0 | 75.0 |" in per_task
+    assert "| `random` | 37.5 | 37.5 |" in per_task
+    assert "| `tive` | 45.3 (21) | 45.3 (11) |" in per_task
     assert at50.splitlines()[4] == "| `random` | 1 | 87.5 | 87.5 | — | — | — | 100 |"
     assert "`tive`" not in at50  # rows that did not run at a ratio: no line
     rows = list(csv.DictReader(open(out / "default_oneshot.csv")))
