@@ -270,6 +270,14 @@ def test_single_run_report(tmp_path):
     assert load_run(run)["avg_accuracy"] == pytest.approx(2.15 / 3)
 
 
+def test_report_names_rows_by_the_round_that_brought_each_task(tmp_path):
+    # vqa and count arrived together in round 0 (a dataset without an eval split had round 1)
+    run = fabricate_run(tmp_path / "late", task_rounds=[0, 0, 2])
+    text = write_report([run]).read_text()
+    assert "| after vqa+count | 80.0 | 10.0 | 0.0 |" in text
+    assert "| after round 1 | " in text and "| after ground | 50.0 | 70.0 | 95.0 |" in text
+
+
 def test_several_runs_report(tmp_path):
     a = fabricate_run(tmp_path / "runs" / "adapt")
     # a run still going, without R0 (FWT undefined) and without selection counts

@@ -197,18 +197,19 @@ def round_selection_plots(run_dir: Path, label: str) -> dict[int, Path]:
 
 def write_run_plots(run: dict[str, Any]) -> dict[str, Path]:
     """The run's plots under ``RUN_DIR/plots``; returns name -> path of those written."""
-    from adapt.tracking.plots import plot_accuracy_matrix, plot_composition, plot_forgetting_curves
+    from adapt.tracking.plots import plot_accuracy_matrix, plot_composition, plot_forgetting_curves, round_labels
 
     layout = RunLayout(Path(run["run_dir"]))
     plots = layout.plots
     out: dict[str, Path] = {}
-    R, tasks = run["accuracy_matrix"], run["tasks"]
+    R, tasks, intro = run["accuracy_matrix"], run["tasks"], run.get("task_rounds")  # intro: each task's round
     label = f"{run['name']}" + (f" ({run['method']})" if run.get("method") else "")
     if R and tasks:
         out["accuracy matrix"] = plot_accuracy_matrix(R, tasks, layout.accuracy_plot,
-                                                      title=f"accuracy matrix: {label}", R0=run.get("accuracy_before"))
+                                                      title=f"accuracy matrix: {label}", R0=run.get("accuracy_before"),
+                                                      row_labels=round_labels(len(R), tasks, intro))
         out["score per task over rounds"] = plot_forgetting_curves(R, tasks, plots / "forgetting.png",
-                                                                   title=f"score per task: {label}")
+                                                                   introduced=intro, title=f"score per task: {label}")
     sel = _selection_counts(run)
     if sel:
         out["selected samples per round"] = plot_composition(sel, plots / "selection_per_round.png",
