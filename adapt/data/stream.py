@@ -55,29 +55,33 @@ def builtin_entries(config: ExperimentConfig, run_dir: Path, progress: bool = Tr
     ]
 
 
-def config_entries(config: ExperimentConfig, base_dir: Path | None = None) -> list[DatasetEntry]:
-    """The config's own datasets (``stream.datasets``), paths made absolute against ``base_dir``."""
-    base = base_dir or Path.cwd()
+def with_absolute_paths(entry: DatasetEntry, base: Path | None = None) -> DatasetEntry:
+    """``entry`` with its paths made absolute against ``base`` (default: the working folder)."""
+    base = base or Path.cwd()
 
     def absolute(p: str | None) -> str | None:
         return None if p is None else str((base / Path(p).expanduser()).resolve())
 
-    return [d.model_copy(update={"train": absolute(d.train), "eval": absolute(d.eval),
-                                 "image_root": absolute(d.image_root)}) for d in config.stream.datasets]
+    return entry.model_copy(update={"train": absolute(entry.train), "eval": absolute(entry.eval),
+                                    "image_root": absolute(entry.image_root)})
+
+
+def config_entries(config: ExperimentConfig, base_dir: Path | None = None) -> list[DatasetEntry]:
+    """The config's own datasets (``stream.datasets``), paths made absolute against ``base_dir``."""
+    return [with_absolute_paths(d, base_dir) for d in config.stream.datasets]
 
 
 def check_files(entries: list[DatasetEntry], source: str, key: str = "datasets", trains_from: int = 0) -> None:
     """Every dataset file and image root of ``entries`` is there, or one InputError naming them all
     (``source``: the file that lists them, ``key``: the list's key in it); train files only from
     entry ``trains_from`` on (the earlier ones are in the pool already)."""
-    where = key
     missing = []
     for i, e in enumerate(entries):
-        for key, value in (("train", e.train if i >= trains_from else None), ("eval", e.eval)):
+        for split, value in (("train", e.train if i >= trains_from else None), ("eval", e.eval)):
             if value is not None and not Path(value).exists():
-                missing.append(f"{where}[{i}].{key} ({e.name}): {value} not found")
+                missing.append(f"{key}[{i}].{split} ({e.name}): {value} not found")
         if e.image_root is not None and not Path(e.image_root).is_dir():
-            missing.append(f"{where}[{i}].image_root ({e.name}): {e.image_root} is not a folder")
+            missing.append(f"{key}[{i}].image_root ({e.name}): {e.image_root} is not a folder")
     if missing:
         raise InputError(f"{source}: " + "; ".join(missing))
 
@@ -189,12 +193,8 @@ def add_dataset(run_dir: Path, entry: DatasetEntry, progress: bool = False) -> A
     """
     from adapt.runlock import RunLock
 
-    def absolute(p: str | Path | None) -> str | None:
-        return None if p is None else str(Path(p).expanduser().resolve())
-
     run_dir = Path(run_dir).resolve()
-    entry = entry.model_copy(update={"train": absolute(entry.train), "eval": absolute(entry.eval),
-                                     "image_root": absolute(entry.image_root)})
+    entry = with_absolute_paths(entry)
 
     def refuse_duplicate(entries: list[DatasetEntry]) -> None:
         if any(e.name == entry.name for e in entries):
