@@ -31,11 +31,44 @@ def pool_meta(run_dir: Path) -> pd.DataFrame:
 
 
 def summarise(rows: pd.DataFrame) -> dict[str, float]:
+    """n, % wrong labels, % text-only questions, % rare skills and near-duplicate groups per 100 rows
+    (groups counted within each round when the rows carry a ``round`` column); a figure whose
+    ground-truth field the stream does not record is NaN."""
     n = max(len(rows), 1)
-    groups = rows.groupby(["dataset", "dup_group"]).ngroups if "dup_group" in rows else float("nan")
-    return {"n": len(rows), "noisy %": 100 * rows["noisy"].sum() / n,
-            "text-only %": 100 * (~rows["needs_image"].astype(bool)).sum() / n,
-            "rare %": 100 * rows["rare"].sum() / n, "groups /100": 100 * groups / n}
+
+    def pct(flags: pd.Series) -> float:  # a missing flag (NaN) counts as False
+        return 100 * float(flags.eq(True).sum()) / n
+
+    key = [c for c in ("round", "dataset", "dup_group") if c in rows]
+    return {"n": len(rows),
+            "noisy %": pct(rows["noisy"]) if "noisy" in rows else float("nan"),
+            "text-only %": pct(rows["needs_image"].eq(False)) if "needs_image" in rows else float("nan"),
+            "rare %": pct(rows["rare"]) if "rare" in rows else float("nan"),
+            "groups /100": 100 * rows.groupby(key).ngroups / n if "dup_group" in rows else float("nan")}
+
+
+def selection_rows(run_dir: Path) -> pd.DataFrame:
+    """Every round's pool as the selector saw it: the ground truth of :func:`pool_meta` per row, with
+    ``round`` and ``selected`` (one row per sample and round)."""
+    meta = pool_meta(run_dir).set_index("uid")
+    layout = RunLayout(run_dir)
+    frames = []
+    for t in layout.trained_rounds():
+        path = layout.round(t).selection
+        if path.exists():
+            sel = pd.read_parquet(path, columns=["uid", "selected"])
+            rows = meta.reindex(sel["uid"]).reset_index()
+            rows.insert(0, "round", t)
+            rows["selected"] = sel["selected"].to_numpy()
+            frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["round", "uid", "selected"])
+
+
+def over_rounds(run_dir: Path) -> dict[str, dict[str, float]]:
+    """:func:`summarise` of the pool and of the selected samples, every round's pooled (a sample
+    replayed in two rounds counts twice): ``{"pool": ..., "selected": ...}``."""
+    rows = selection_rows(run_dir)
+    return {"pool": summarise(rows), "selected": summarise(rows[rows["selected"].astype(bool)])}
 
 
 def main() -> None:
@@ -46,17 +79,14 @@ def main() -> None:
     pd.set_option("display.width", 200)
     lines, shares = [], []
     for run in args.runs:
-        meta = pool_meta(run).set_index("uid")
-        layout = RunLayout(run)
-        rounds = [t for t in layout.trained_rounds() if layout.round(t).selection.exists()]
-        for t in args.round or rounds:
-            sel = pd.read_parquet(layout.round(t).selection, columns=["uid", "selected"])
-            rows = meta.loc[sel["uid"]]
-            picked = rows[sel["selected"].to_numpy()]
-            lines.append({"run": run.name, "round": t, "of": "pool", **summarise(rows)})
+        rows = selection_rows(run)
+        for t in args.round or sorted(rows["round"].unique()):
+            of_round = rows[rows["round"] == t]
+            picked = of_round[of_round["selected"].astype(bool)]
+            lines.append({"run": run.name, "round": t, "of": "pool", **summarise(of_round)})
             lines.append({"run": run.name, "round": t, "of": "selected", **summarise(picked)})
             share = (100 * picked["dataset"].value_counts() / len(picked)).round(1).to_dict()
-            pool_share = (100 * rows["dataset"].value_counts() / len(rows)).round(1).to_dict()
+            pool_share = (100 * of_round["dataset"].value_counts() / len(of_round)).round(1).to_dict()
             shares.append({"run": run.name, "round": t, "of": "selected", **share})
             shares.append({"run": run.name, "round": t, "of": "pool", **pool_share})
     table = pd.DataFrame(lines)

@@ -14,7 +14,8 @@ The stream's data are written once into ``RUNS/<stream>/data`` and shared.
 
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
-round and after the last; the rare skills; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv`` (one line per run) and
+round and after the last; the rare skills; what each row selected by the stream's ground truth: wrong
+labels, near-duplicate groups covered, text-only questions; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv`` (one line per run) and
 ``<stream>/`` with the plots: the accuracy matrices side by side (seed of the first run), the
 forgetting per task, A against the samples trained.
 
@@ -25,7 +26,7 @@ row (:data:`ONESHOT_ROWS`) runs at each ratio (``--ratios``) and seed into
 ``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, against ``multitask`` (one training on all of it), the
 continual grid's own ``RUNS/<stream>/multitask-s<S>``; same data, resumable the same way. Then ``OUT/<stream>_oneshot.md``
 (per ratio: A, A as % of multitask's, the paired difference to ``random`` at that ratio, samples
-trained), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
+trained; per task, the score and the samples selected; the ground-truth table), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
 """
 
 from __future__ import annotations
@@ -252,24 +253,26 @@ def chance(run: dict, tasks: list[str]) -> list[float | None]:
     return [best_constant(metric.get(t, "exact"), refs[t])[1] if t in refs else None for t in tasks]
 
 
-def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, int]:
-    """(share of rare-skill samples among the selected, among the pool, over all rounds; score on
-    the rare-skill eval items after the last round; how many such items): from the built-in
-    stream's ``meta.rare`` flags."""
-    import pandas as pd
+def ground_truth(run: dict) -> dict[str, dict[str, float]] | None:
+    """What the run selected, every round pooled, by the built-in stream's ground truth
+    (:func:`analyse_selection.over_rounds`: % wrong labels, text-only, rare and near-duplicate groups
+    per 100, of the selected and of the pool); None for a run without a pool or a selection."""
+    from analyse_selection import over_rounds
 
     rd = Path(run["run_dir"])
+    if not RunLayout(rd).pool.samples.is_file():
+        return None
+    truth = over_rounds(rd)
+    return truth if truth["selected"]["n"] else None
+
+
+def rare_skills(run: dict, truth: dict[str, dict[str, float]] | None) -> tuple[float | None, float | None,
+                                                                                 float | None, int]:
+    """(share of rare-skill samples among the selected, among the pool, over all rounds, from the
+    run's :func:`ground_truth`; score on the rare-skill eval items after the last round; how many
+    such items): from the built-in stream's ``meta.rare`` flags."""
+    rd = Path(run["run_dir"])
     layout = RunLayout(rd)
-    pool = pd.read_parquet(layout.pool.samples, columns=["uid", "record"])
-    rare = {u: bool(json.loads(r).get("extra", {}).get("meta", {}).get("rare", False))
-            for u, r in zip(pool["uid"], pool["record"])}
-    sel_n = sel_rare = pool_n = pool_rare = 0
-    selections = [layout.round(t).selection for t in layout.trained_rounds()]
-    for path in sorted(p for p in selections if p.exists()):
-        sel = pd.read_parquet(path, columns=["uid", "selected"])
-        flags = sel["uid"].map(rare).fillna(False).astype(bool)
-        pool_n, pool_rare = pool_n + len(sel), pool_rare + int(flags.sum())
-        sel_n, sel_rare = sel_n + int(sel["selected"].sum()), sel_rare + int(flags[sel["selected"]].sum())
     eval_rare: set[str] = set()
     for d in json.loads(layout.stream.read_text())["datasets"]:
         if d.get("eval"):
@@ -280,7 +283,25 @@ def rare_skills(run: dict) -> tuple[float | None, float | None, float | None, in
     if preds is not None and eval_rare:
         hit = preds[preds["uid"].isin(eval_rare)]
         score = float(hit["score"].mean()) if len(hit) else None
-    return (sel_rare / sel_n if sel_n else None, pool_rare / pool_n if pool_n else None, score, len(eval_rare))
+    shares = [None if truth is None else truth[of]["rare %"] / 100 for of in ("selected", "pool")]
+    return (*shares, score, len(eval_rare))
+
+
+TRUTH_COLUMNS = ("wrong labels, % of selected", "% of pool", "near-duplicate groups per 100 selected",
+                 "text-only, % of selected")
+
+
+def truth_table(labelled: list[tuple[str, list[dict[str, dict[str, float]] | None]]]) -> list[str]:
+    """Markdown lines: per row (its label, its runs' :func:`ground_truth`), the mean ± std over the
+    seeds of :data:`TRUTH_COLUMNS`; rows none of whose runs has it are left out."""
+    body = []
+    for label, truths in labelled:
+        ts = [t for t in truths if t is not None]
+        if ts:
+            body.append([label, *(mean_std([t[of][key] for t in ts], scale=1.0) for of, key in (
+                ("selected", "noisy %"), ("pool", "noisy %"), ("selected", "groups /100"),
+                ("selected", "text-only %")))])
+    return _md(["run", *TRUTH_COLUMNS], body) if body else []
 
 
 # Adapt-∞'s claims (arXiv 2410.10636), each as (question, metric, claimed row, other row, sign): the
@@ -394,13 +415,18 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     lines += ["Forgetting per task (max over earlier rounds minus the last round; mean over the seeds):", ""]
     lines += _md(["run", *tasks], [[ROWS[n].label, *("—" if v is None else f"{100 * v:.1f}" for v in f)]
                                    for n, f in forgetting.items()])
-    rare = {n: [rare_skills(r) for r in rs] for n, rs in runs.items()}
+    truth = {n: [ground_truth(r) for r in rs] for n, rs in runs.items()}
+    rare = {n: [rare_skills(r, t) for r, t in zip(rs, truth[n])] for n, rs in runs.items()}
     n_items = next(iter(rare.values()))[0][3]
     lines += [f"Rare skills (the stream's `meta.rare` samples): their share of what was selected and of the "
               f"pool, over all rounds, and the score on the {n_items} rare-skill eval items after the last round:", ""]
     lines += _md(["run", "% of selected", "% of pool", "rare-skill score"],
                  [[ROWS[n].label, mean_std([x[0] for x in v]), mean_std([x[1] for x in v]),
                    mean_std([x[2] for x in v])] for n, v in rare.items()])
+    lines += ["What the selectors took, by the stream's ground truth (every round's selection pooled, a replayed "
+              "sample once per round; near-duplicate groups counted within each round; mean ± std over the seeds):",
+              ""]
+    lines += truth_table([(ROWS[n].label, t) for n, t in truth.items()])
     lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning, or its LITE, against the other row, paired "
               "by seed; difference = mean ± std over the seeds of the per-seed difference; a claim holds or fails "
               "when the mean difference exceeds its std, otherwise it is within seed noise):", ""]
@@ -477,7 +503,7 @@ def per_task_table(table: list[dict], reference: list[dict]) -> list[str]:
             counts = [c for c in counts if c is not None]
             cells.append(f"{100 * score:.1f}" + (f" ({np.mean(counts):.0f})" if counts else ""))
         body.append([label, *cells])
-    return [*_md(["method", *tasks], body), ""]
+    return _md(["method", *tasks], body)
 
 
 def oneshot_command(args: argparse.Namespace) -> str:
@@ -535,6 +561,9 @@ def write_oneshot(args: argparse.Namespace, runs: dict[tuple[str, float], list[d
         lines += ["Per task, mean over the seeds: the score, and (in brackets) the samples selected from its "
                   "dataset:", ""]
         lines += per_task_table(table, reference)
+        truths = truth_table([(ONESHOT_ROWS[t["row"]].label, [ground_truth(r) for r in t["runs"]]) for t in table])
+        if truths:
+            lines += ["What each method took, by the stream's ground truth (mean ± std over the seeds):", "", *truths]
         rand = by_seed(runs.get(("random", float(q)), []))
         mt = by_seed(reference)
         for t in table:

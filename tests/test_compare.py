@@ -20,6 +20,19 @@ import compare  # noqa: E402
 TASKS = ["a", "b"]
 
 
+def fake_pool(rd: Path, selected: list[bool]) -> None:
+    """The pool a/0..a/3 with the built-in stream's ground truth (a/0, a/1 rare; a/3 mislabelled;
+    near-duplicate groups 0, 0, 1, 2; a/1 text-only) and round 0's selection of it."""
+    meta = [{"rare": i < 2, "noisy": i == 3, "dup_group": [0, 0, 1, 2][i], "needs_image": i != 1} for i in range(4)]
+    (rd / "pool").mkdir()
+    (rd / "rounds" / "0").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"uid": [f"a/{i}" for i in range(4)], "dataset": "a",
+                  "record": [json.dumps({"extra": {"meta": m}}) for m in meta]}).to_parquet(
+        rd / "pool" / "samples.parquet")
+    pd.DataFrame({"uid": [f"a/{i}" for i in range(4)], "selected": selected}).to_parquet(
+        rd / "rounds" / "0" / "selection.parquet")
+
+
 def fake_run(root: Path, name: str, seed: int, R: list[list[float]], metrics: dict, rare_selected: int,
              stream: str = "default") -> None:
     """A finished run: state.json, metrics.json, the pool (uids a/0..a/3, a/0 and a/1 rare), one
@@ -31,12 +44,7 @@ def fake_run(root: Path, name: str, seed: int, R: list[list[float]], metrics: di
     (rd / "metrics.json").write_text(json.dumps({
         "tasks": TASKS, "accuracy_matrix": R, "config": {"seed": seed}, "rounds_done": len(R), "rounds_total": 2,
         **metrics}))
-    records = [json.dumps({"extra": {"meta": {"rare": i < 2}}}) for i in range(4)]
-    (rd / "pool").mkdir()
-    pd.DataFrame({"uid": [f"a/{i}" for i in range(4)], "record": records}).to_parquet(rd / "pool" / "samples.parquet")
-    selected = [i < rare_selected or i == 3 for i in range(4)]
-    pd.DataFrame({"uid": [f"a/{i}" for i in range(4)], "selected": selected}).to_parquet(
-        rd / "rounds" / "0" / "selection.parquet")
+    fake_pool(rd, [i < rare_selected or i == 3 for i in range(4)])
     eval_file = rd / "b_eval.json"
     eval_file.write_text(json.dumps([{"id": "e0", "meta": {}}, {"id": "e1", "meta": {"rare": True}}]))
     (rd / "stream.json").write_text(json.dumps({"datasets": [{"name": "a", "metric": "numeric"},
@@ -72,6 +80,9 @@ def test_tables_from_finished_runs_match_hand_computed_values(tmp_path):
     assert md.count("| chance (the best constant answer) | 66.7 | 50.0 |") == 2
     # rare: selected 2 of 3 (seed 0) and 0 of 1 (seed 1): 66.7, 0.0; pool 2 of 4; rare eval item right in seed 0
     assert "| `random` | 33.3 ± 47.1 | 50.0 ± 0.0 | 50.0 ± 70.7 |" in md
+    # ground truth: seed 0 took a/0, a/1, a/3: 1 of 3 mislabelled, groups 0 and 2, a/1 text-only;
+    # seed 1 took a/3: mislabelled, one group; the pool: 1 of 4 mislabelled
+    assert "| `random` | 66.7 ± 47.1 | 25.0 ± 0.0 | 83.3 ± 23.6 | 16.7 ± 23.6 |" in md
     rows = list(csv.DictReader(open(out / "default.csv")))
     assert [(r["row"], r["seed"], float(r["A_rel_multitask"]), r["run_dir"]) for r in rows] == \
         [("random", "0", 0.8, "default/random-s0"), ("random", "1", 0.875, "default/random-s1"),
@@ -196,10 +207,13 @@ def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
 
 
 def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int, folder: str = "default-oneshot",
-                 selected: dict | None = None) -> None:
-    """A finished one-shot run ``runs/<folder>/<run>-s<seed>``: one row, both tasks at A."""
+                 selected: dict | None = None, picked: list[bool] | None = None) -> None:
+    """A finished one-shot run ``runs/<folder>/<run>-s<seed>``: one row, both tasks at A; with
+    ``picked``, the :func:`fake_pool` and that selection of it."""
     rd = runs / folder / f"{run}-s{seed}"
     rd.mkdir(parents=True)
+    if picked is not None:
+        fake_pool(rd, picked)
     (rd / "state.json").write_text(json.dumps({"status": "finished"}))
     (rd / "metrics.json").write_text(json.dumps({
         "tasks": TASKS, "accuracy_matrix": [[A, A]], "avg_accuracy": A, "config": {"seed": seed},
@@ -217,7 +231,8 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
                          ("tive-r0.15", 0, 0.75), ("tive-r0.15", 1, 0.15625),
                          ("gdo-r0.15", 0, 0.625), ("gdo-r0.15", 1, 0.40625)):
         selected = {("tive-r0.15", 0): {"a": 20, "b": 10}, ("tive-r0.15", 1): {"a": 22, "b": 12}}.get((run, seed))
-        fake_oneshot(runs, run, seed, a, 30, selected=selected)
+        fake_oneshot(runs, run, seed, a, 30, selected=selected,
+                     picked=[True, False, False, True] if (run, seed) == ("tive-r0.15", 0) else None)
     fake_oneshot(runs, "random-r0.5", 0, 0.875, 100)
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", ["compare.py", "--oneshot", "--tables-only", "--stream", "default",
@@ -244,6 +259,10 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
     assert "| `multitask` (reference: one training on the union) | 75.0 | 75.0 |" in per_task
     assert "| `random` | 37.5 | 37.5 |" in per_task
     assert "| `tive` | 45.3 (21) | 45.3 (11) |" in per_task
+    # ground truth, tive seed 0 alone (the others have no pool): took a/0 and a/3, 1 of 2 mislabelled,
+    # groups 0 and 2, none text-only; the pool 1 of 4 mislabelled
+    truth = at15.split("What each method took")[1]
+    assert "| `tive` | 50.0 | 25.0 | 100.0 | 0.0 |" in truth and "`random`" not in truth
     assert at50.splitlines()[4] == "| `random` | 1 | 87.5 | 87.5 | — | — | — | 100 |"
     assert "`tive`" not in at50  # rows that did not run at a ratio: no line
     rows = list(csv.DictReader(open(out / "default_oneshot.csv")))
