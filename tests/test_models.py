@@ -95,6 +95,56 @@ def test_training_is_deterministic_on_cpu(tiny_models, toy_samples):
     assert losses[0] == losses[1]
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_encoding_cache_gives_the_same_batches_and_encodes_each_sample_once(name, tiny_models, toy_samples,
+                                                                                 monkeypatch):
+    """A Collator with a cache: each sample encoded once over two epochs, batches equal to an uncached
+    Collator's; a cap of one sample's bytes keeps one; two samples with one uid are not mixed up."""
+    from dataclasses import replace
+
+    import adapt.models.collate as collate_module
+
+    b = load_model(tiny_models[name])
+    calls = []
+    real = collate_module.encode_sample
+    monkeypatch.setattr(collate_module, "encode_sample", lambda s, *a, **k: calls.append(s.uid) or real(s, *a, **k))
+    plain, cached = Collator(b.family, 512), Collator(b.family, 512, cache_bytes=1 << 30)
+    for order in (toy_samples, toy_samples[::-1]):  # two epochs, another order
+        want, got = plain(order), cached(order)
+        assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert len(calls) == 3 * len(toy_samples)  # plain: 2 per sample, cached: 1
+    first = real(toy_samples[0], b.family, 512)
+    one = Collator(b.family, 512, cache_bytes=collate_module.encoded_bytes(first))
+    calls.clear()
+    for _ in range(2):
+        one(toy_samples)
+    assert calls.count(toy_samples[0].uid) == 1 and calls.count(toy_samples[1].uid) == 2
+    twin = replace(toy_samples[1], conversations=toy_samples[0].conversations)  # same uid, other content
+    assert twin.uid == toy_samples[1].uid
+    assert torch.equal(cached([twin])["input_ids"], plain([twin])["input_ids"])
+    assert not torch.equal(cached([twin])["input_ids"], cached([toy_samples[1]])["input_ids"])
+
+
+def test_training_with_the_encoding_cache_is_training_without_it(tiny_models, toy_samples, monkeypatch):
+    """train_round keeps the epochs' encodings (trainer.ENCODING_CACHE_BYTES): the same losses and the
+    same trained weights, bit for bit, as with the cache off."""
+    import adapt.training.trainer as trainer
+
+    results = []
+    for cache in (0, trainer.ENCODING_CACHE_BYTES):
+        monkeypatch.setattr(trainer, "ENCODING_CACHE_BYTES", cache)
+        b = load_model(tiny_models["tiny-llava"])
+        torch.manual_seed(0)
+        b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
+        cfg = TrainingConfig(batch_size=2, epochs=3, lr=1e-3)
+        s = train_round(b.model, b.family, toy_samples, cfg, get_accelerator(cfg), seed=3, max_length=512,
+                        progress=False)
+        results.append(((s.first_loss, s.last_loss, s.mean_loss),
+                        {k: v.clone() for k, v in b.model.named_parameters() if v.requires_grad}))
+    (loss0, w0), (loss1, w1) = results
+    assert loss0 == loss1 and w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
 @pytest.mark.numeric
 def test_adapter_loads_with_stock_peft(tiny_models, toy_samples, tmp_path):
     from peft import PeftModel

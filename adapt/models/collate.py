@@ -99,17 +99,44 @@ def encode_sample(sample: Sample, family: ModelFamily, max_length: int, for_gene
     return Encoded(ids, labels, img.tensors if img else {})
 
 
-class Collator:
-    """Pads a batch; right padding for training/scoring, left padding for generation."""
+def encoded_bytes(e: Encoded) -> int:
+    """Memory an :class:`Encoded` holds: its image tensors and its ids and labels as Python ints."""
+    return sum(t.numel() * t.element_size() for t in e.image_tensors.values()) + 2 * 36 * len(e.input_ids)
 
-    def __init__(self, family: ModelFamily, max_length: int, for_generation: bool = False) -> None:
+
+class Collator:
+    """Pads a batch; right padding for training/scoring, left padding for generation.
+
+    With ``cache_bytes`` > 0 it keeps each sample's encoding (tokens, labels, image tensors), as long as
+    they fit in that many bytes, so that a sample seen again (the next epoch) is not read, decoded and
+    tokenised again: the batches are the same tensors either way. The cache is keyed by the sample
+    object (a DataLoader hands the same objects every epoch), so two samples that share a uid are
+    never mixed up; a Collator lives as long as its DataLoader."""
+
+    def __init__(self, family: ModelFamily, max_length: int, for_generation: bool = False,
+                 cache_bytes: int = 0) -> None:
         self.family = family
         self.max_length = max_length
         self.for_generation = for_generation
         self.pad_id = family.tokenizer.pad_token_id
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, tuple[Sample, Encoded]] = {}  # id(sample) -> (the sample, kept alive; its encoding)
+        self._cached_bytes = 0
+
+    def encode(self, sample: Sample) -> Encoded:
+        """The sample's :func:`encode_sample`, from the cache when it holds it (and into it while it fits)."""
+        hit = self._cache.get(id(sample))
+        if hit is not None and hit[0] is sample:
+            return hit[1]
+        e = encode_sample(sample, self.family, self.max_length, self.for_generation)
+        size = encoded_bytes(e)
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[id(sample)] = (sample, e)
+            self._cached_bytes += size
+        return e
 
     def __call__(self, samples: list[Sample]) -> dict[str, Any]:
-        enc = [encode_sample(s, self.family, self.max_length, self.for_generation) for s in samples]
+        enc = [self.encode(s) for s in samples]
         width = max(len(e.input_ids) for e in enc)
         n = len(enc)
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)

@@ -23,6 +23,11 @@ from adapt.models.collate import Collator
 from adapt.models.families import ModelFamily
 
 
+# Encoded samples (token ids, labels, image tensors) kept across the epochs of a round, at most this
+# many bytes per process: from the second epoch on, those samples skip image decoding and tokenising.
+ENCODING_CACHE_BYTES = 1 << 30
+
+
 @dataclass
 class TrainStats:
     samples: int
@@ -101,7 +106,8 @@ def train_round(
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         samples, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-        collate_fn=Collator(family, max_length), num_workers=cfg.num_workers,
+        collate_fn=Collator(family, max_length, cache_bytes=ENCODING_CACHE_BYTES if epochs > 1 else 0),
+        num_workers=cfg.num_workers,
     )
     batches_per_epoch = len(loader)
     total_batches = max(1, math.ceil(batches_per_epoch * epochs))
