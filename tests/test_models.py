@@ -82,17 +82,25 @@ def test_lora_training_step_and_evaluation(name, tiny_models, toy_samples):
     assert res["toy"].score == pytest.approx(sum(p["score"] for p in res["toy"].predictions) / 3)
 
 
+def _train_tiny_llava(tiny_models, toy_samples) -> tuple[tuple[float, float, float], dict[str, torch.Tensor]]:
+    """Three epochs of a fresh seeded adapter on the toy samples: (first, last, mean loss), trained weights."""
+    b = load_model(tiny_models["tiny-llava"])
+    torch.manual_seed(0)
+    b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
+    cfg = TrainingConfig(batch_size=2, epochs=3, lr=1e-3)
+    s = train_round(b.model, b.family, toy_samples, cfg, get_accelerator(cfg), seed=3, max_length=512,
+                    progress=False)
+    return (s.first_loss, s.last_loss, s.mean_loss), {k: v.detach().clone() for k, v in b.model.named_parameters()
+                                                     if v.requires_grad}
+
+
+def _same_training(a, b) -> bool:
+    (loss0, w0), (loss1, w1) = a, b
+    return loss0 == loss1 and w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
 def test_training_is_deterministic_on_cpu(tiny_models, toy_samples):
-    losses = []
-    for _ in range(2):
-        b = load_model(tiny_models["tiny-llava"])
-        torch.manual_seed(0)
-        b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
-        cfg = TrainingConfig(batch_size=2, epochs=3, lr=1e-3)
-        s = train_round(b.model, b.family, toy_samples, cfg, get_accelerator(cfg), seed=3, max_length=512,
-                        progress=False)
-        losses.append((s.first_loss, s.last_loss, s.mean_loss))
-    assert losses[0] == losses[1]
+    assert _same_training(_train_tiny_llava(tiny_models, toy_samples), _train_tiny_llava(tiny_models, toy_samples))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -130,19 +138,9 @@ def test_training_with_the_encoding_cache_is_training_without_it(tiny_models, to
     same trained weights, bit for bit, as with the cache off."""
     import adapt.training.trainer as trainer
 
-    results = []
-    for cache in (0, trainer.ENCODING_CACHE_BYTES):
-        monkeypatch.setattr(trainer, "ENCODING_CACHE_BYTES", cache)
-        b = load_model(tiny_models["tiny-llava"])
-        torch.manual_seed(0)
-        b.model = add_new_adapter(b.model, LoraSettings(r=4, alpha=8))
-        cfg = TrainingConfig(batch_size=2, epochs=3, lr=1e-3)
-        s = train_round(b.model, b.family, toy_samples, cfg, get_accelerator(cfg), seed=3, max_length=512,
-                        progress=False)
-        results.append(((s.first_loss, s.last_loss, s.mean_loss),
-                        {k: v.clone() for k, v in b.model.named_parameters() if v.requires_grad}))
-    (loss0, w0), (loss1, w1) = results
-    assert loss0 == loss1 and w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    cached = _train_tiny_llava(tiny_models, toy_samples)
+    monkeypatch.setattr(trainer, "ENCODING_CACHE_BYTES", 0)
+    assert _same_training(cached, _train_tiny_llava(tiny_models, toy_samples))
 
 
 @pytest.mark.numeric
