@@ -15,7 +15,8 @@ The stream's data are written once into ``RUNS/<stream>/data`` and shared.
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
 round and after the last; the rare skills; what each row selected by the stream's ground truth: wrong
-labels, near-duplicate groups covered, text-only questions; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv`` (one line per run) and
+labels, near-duplicate groups covered, text-only questions; each row against `random` at the same samples
+trained, paired by seed; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv`` (one line per run) and
 ``<stream>/`` with the plots: the accuracy matrices side by side (seed of the first run), the
 forgetting per task, A against the samples trained.
 
@@ -350,6 +351,52 @@ def claims(runs: dict[str, list[dict]], rare: dict[str, list[tuple]]) -> list[li
     return out
 
 
+RANDOM_CONTROLS = ("random", "random_pruned", "random_lite")  # random selection at each sample count of the grid
+
+
+def samples_trained(run: dict) -> int:
+    return int(sum(run["samples_trained"]))
+
+
+def same_samples(a: list[dict], b: list[dict]) -> bool:
+    """True when two rows' runs trained as many samples on every seed both ran (and they share one)."""
+    na, nb = ({r["config"].get("seed"): samples_trained(r) for r in rs} for rs in (a, b))
+    shared = na.keys() & nb.keys()
+    return bool(shared) and all(na[s] == nb[s] for s in shared)
+
+
+def by_seed(rs: list[dict], key: str = "avg_accuracy") -> dict[int, float]:
+    """``key`` of each run, by the run's seed (runs without it left out)."""
+    return {r["config"].get("seed"): r[key] for r in rs if r.get(key) is not None}
+
+
+def paired(a: dict[int, float], b: dict[int, float], fn: Callable[[float, float], float | None]) -> list[float]:
+    """``fn(a[s], b[s])`` over the seeds both have, in ``a``'s order (None results left out)."""
+    out = [fn(a[s], b[s]) for s in a if s in b]
+    return [v for v in out if v is not None]
+
+
+def against_random(runs: dict[str, list[dict]]) -> list[list[str]]:
+    """Table rows: each selection row against the :data:`RANDOM_CONTROLS` row that trained the same
+    number of samples (on every seed both ran), paired by seed: the difference in A, the seeds it
+    wins, the :func:`verdict` (higher is better), the difference in F and its verdict (lower is
+    better). Rows with no such control (``full``, ``multitask``) and the controls themselves are left out."""
+    out = []
+    for name, rs in runs.items():
+        if name in RANDOM_CONTROLS:
+            continue
+        control = next((c for c in RANDOM_CONTROLS if c in runs and same_samples(rs, runs[c])), None)
+        if control is None:
+            continue
+        cells = []
+        for key, sign in (("avg_accuracy", +1), ("forgetting", -1)):
+            diffs = paired(by_seed(rs, key), by_seed(runs[control], key), lambda x, y: x - y)
+            cells += [mean_std(diffs), f"{sum(sign * d > 0 for d in diffs)}/{len(diffs)}", verdict(diffs, sign)] \
+                if diffs else ["—"] * 3
+        out.append([ROWS[name].label, f"`{control}`", *cells])
+    return out
+
+
 def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for r in args.rows:
@@ -427,6 +474,12 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
               "sample once per round; near-duplicate groups counted within each round; mean ± std over the seeds):",
               ""]
     lines += truth_table([(ROWS[n].label, t) for n, t in truth.items()])
+    lines += ["Each row against `random` at the same samples trained (the `random` row that trained as many, "
+              "seed by seed), paired by seed: Δ = the row's value minus the control's, mean ± std over the seeds; "
+              "wins: the seeds where the row is better (higher A, lower F); better: holds or fails when the mean "
+              "difference exceeds its std, otherwise within seed noise:", ""]
+    lines += _md(["run", "control", "Δ A", "wins (A)", "better A", "Δ F", "wins (F)", "less forgetting"],
+                 against_random(runs))
     lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning, or its LITE, against the other row, paired "
               "by seed; difference = mean ± std over the seeds of the per-seed difference; a claim holds or fails "
               "when the mean difference exceeds its std, otherwise it is within seed noise):", ""]
@@ -457,17 +510,6 @@ def collect_oneshot(args: argparse.Namespace) -> dict[tuple[str, float], list[di
         if finished(j.run):
             runs.setdefault((j.row, float(j.ratio)), []).append(load_run(j.run))
     return runs
-
-
-def by_seed(rs: list[dict], key: str = "avg_accuracy") -> dict[int, float]:
-    """``key`` of each run, by the run's seed (runs without it left out)."""
-    return {r["config"].get("seed"): r[key] for r in rs if r.get(key) is not None}
-
-
-def paired(a: dict[int, float], b: dict[int, float], fn: Callable[[float, float], float | None]) -> list[float]:
-    """``fn(a[s], b[s])`` over the seeds both have, in ``a``'s order (None results left out)."""
-    out = [fn(a[s], b[s]) for s in a if s in b]
-    return [v for v in out if v is not None]
 
 
 def oneshot_rows(runs: dict[tuple[str, float], list[dict]], rows: list[str], ratio: float) -> list[dict]:

@@ -134,6 +134,14 @@ def test_claims_are_paired_by_seed_and_judged_against_seed_noise(tmp_path):
     assert "| rare skills fare better than under `random` | `adapt_inf` 50.0 ± 70.7 | `random` 50.0 ± 70.7 | " \
            "0.0 ± 0.0 | 2 | equal |" in md
     assert "`full`" not in md.split("claims on this stream")[1]  # rows that did not run: no claim
+    # each row against the random row that trained as many samples: adapt_inf (10 a seed) against random,
+    # A -0.1, +0.1 (noise), F -0.2, -0.1 (holds); LITE (2) against random_lite, one seed, no F recorded
+    against = md.split("Each row against `random`")[1].split("claims on this stream")[0]
+    assert "| `adapt_inf` (pruning to half the data seen) | `random` | 0.0 ± 14.1 | 1/2 | within seed noise | " \
+           "-15.0 ± 7.1 | 2/2 | holds |" in against
+    assert "| `adapt_inf` LITE (a quarter of the budget) | `random_lite` | -10.0 | 0/1 | fails (1 seed) | — | — | — |" \
+        in against
+    assert not any(line.startswith("| `random") for line in against.splitlines())  # controls: not against themselves
 
 
 def test_verdict():
