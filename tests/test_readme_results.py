@@ -28,3 +28,45 @@ def test_the_readme_tables_of_a_stream_are_compare_py_s(stream):
     table = [line for line in section(readme, f"### The `{stream}` stream").splitlines() if line.startswith("| ")]
     assert len(table) >= 4, f"no results table under the {stream!r} heading"
     assert [line for line in table if line not in results] == []
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
+def first_table(text: str) -> list[str]:
+    """The lines of the first markdown table in ``text``."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| ")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("| ")), len(lines))
+    return lines[start:end]
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+def test_the_readme_one_shot_tables_are_compare_py_s(stream):
+    readme = (ROOT / "README.md").read_text()
+    results = set((ROOT / "experiments" / "results" / f"{stream}_oneshot.md").read_text().splitlines())
+    table = first_table(section(readme, f"#### One shot on the `{stream}` stream"))
+    assert len(table) >= 4, f"no one-shot table under the {stream!r} heading"
+    assert [line for line in table if line not in results] == []
+
+
+def test_the_readme_one_shot_summary_quotes_the_tables():
+    """The summary (each method's A as % of multitask's at 15%, one column per stream) holds the
+    "% of multitask" means of each stream's one-shot table, and random's in the sentence before it."""
+    readme = (ROOT / "README.md").read_text()
+    summary = section(readme, "#### One shot on the `alt` stream").split("beside `random`'s")[1]
+    pct = {}
+    for stream in STREAMS:
+        text = (ROOT / "experiments" / "results" / f"{stream}_oneshot.md").read_text()
+        at15 = text.split("## 15% of the union")[1].split("\n\n")[1]
+        pct[stream] = {row.split(" | ")[0].strip("| `").split("`")[0]: row.split(" | ")[3].split(" ±")[0]
+                       for row in table_lines(at15)[2:]}
+    head = summary.split(":")[0]  # "72.0 / 65.9"
+    assert head.strip() == " / ".join(pct[s]["random"] for s in STREAMS)
+    rows = table_lines(summary)[2:]
+    assert len(rows) == len(pct["default"]) - 1  # every method but random
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        method = cells[0].strip("`").split("`")[0]
+        assert cells[1:1 + len(STREAMS)] == [pct[s][method] for s in STREAMS], method
