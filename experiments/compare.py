@@ -376,6 +376,13 @@ def paired(a: dict[int, float], b: dict[int, float], fn: Callable[[float, float]
     return [v for v in out if v is not None]
 
 
+def versus(a: dict[int, float], b: dict[int, float], sign: int) -> tuple[list[float], int, str]:
+    """Two rows' values paired by seed: the differences a − b, the seeds where a is better
+    (``sign`` +1: higher is better, −1: lower), and the :func:`verdict` ("—" with no shared seed)."""
+    diffs = paired(a, b, lambda x, y: x - y)
+    return diffs, sum(sign * d > 0 for d in diffs), verdict(diffs, sign) if diffs else "—"
+
+
 def against_random(runs: dict[str, list[dict]]) -> list[list[str]]:
     """Table rows: each selection row against the :data:`RANDOM_CONTROLS` row that trained the same
     number of samples (on every seed both ran), paired by seed: the difference in A, the seeds it
@@ -390,9 +397,8 @@ def against_random(runs: dict[str, list[dict]]) -> list[list[str]]:
             continue
         cells = []
         for key, sign in (("avg_accuracy", +1), ("forgetting", -1)):
-            diffs = paired(by_seed(rs, key), by_seed(runs[control], key), lambda x, y: x - y)
-            cells += [mean_std(diffs), f"{sum(sign * d > 0 for d in diffs)}/{len(diffs)}", verdict(diffs, sign)] \
-                if diffs else ["—"] * 3
+            diffs, wins, said = versus(by_seed(rs, key), by_seed(runs[control], key), sign)
+            cells += [mean_std(diffs), f"{wins}/{len(diffs)}", said] if diffs else ["—"] * 3
         out.append([ROWS[name].label, f"`{control}`", *cells])
     return out
 
@@ -523,10 +529,9 @@ def oneshot_rows(runs: dict[tuple[str, float], list[dict]], rows: list[str], rat
         if not rs:
             continue
         a = by_seed(rs)
-        diffs = paired(a, rand, lambda x, y: x - y) if row != "random" else []
+        diffs, wins, said = versus(a, rand, +1) if row != "random" else ([], 0, "—")
         out.append({"row": row, "runs": rs, "A": a, "pct": paired(a, reference, lambda x, y: x / y if y else None),
-                    "diffs": diffs, "wins": sum(d > 0 for d in diffs),
-                    "verdict": verdict(diffs, +1) if diffs else "—"})
+                    "diffs": diffs, "wins": wins, "verdict": said})
     return out
 
 

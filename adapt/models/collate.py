@@ -99,9 +99,12 @@ def encode_sample(sample: Sample, family: ModelFamily, max_length: int, for_gene
     return Encoded(ids, labels, img.tensors if img else {})
 
 
+LIST_INT_BYTES = 36  # a small Python int (28 bytes) and its slot in a list (8)
+
+
 def encoded_bytes(e: Encoded) -> int:
-    """Memory an :class:`Encoded` holds: its image tensors and its ids and labels as Python ints."""
-    return sum(t.numel() * t.element_size() for t in e.image_tensors.values()) + 2 * 36 * len(e.input_ids)
+    """Memory an :class:`Encoded` holds: its image tensors, and its ids and labels as Python ints."""
+    return sum(t.numel() * t.element_size() for t in e.image_tensors.values()) + 2 * LIST_INT_BYTES * len(e.input_ids)
 
 
 class Collator:
@@ -125,8 +128,8 @@ class Collator:
 
     def encode(self, sample: Sample) -> Encoded:
         """The sample's :func:`encode_sample`, from the cache when it holds it (and into it while it fits)."""
-        hit = self._cache.get(id(sample))
-        if hit is not None and hit[0] is sample:
+        hit = self._cache.get(id(sample))  # the cache keeps its samples alive: no other object has their id
+        if hit is not None:
             return hit[1]
         e = encode_sample(sample, self.family, self.max_length, self.for_generation)
         size = encoded_bytes(e)
