@@ -14,20 +14,21 @@ The stream's data are written once into ``RUNS/<stream>/data`` and shared.
 
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
-round and after the last; the rare skills; what each row selected by the stream's ground truth: wrong
-labels, near-duplicate groups covered, text-only questions; each row against `random` at the same samples
-trained, paired by seed; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv`` (one line per run) and
-``<stream>/`` with the plots: the accuracy matrices side by side (seed of the first run), the
-forgetting per task, A against the samples trained.
+round and after the last; the rare skills; what each row selected by the stream's ground truth:
+wrong labels, near-duplicate groups covered, text-only questions; each row against `random` at the
+same samples trained, paired by seed; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv``
+(one line per run) and ``<stream>/`` with the plots: the accuracy matrices side by side (seed of the
+first run), the forgetting per task, A against the samples trained.
 
 ``--oneshot``: the experiment TIVE, MLLM-Selector, DataTailor and GDO report ("15% of the data ≈ 100%
 of it"): every dataset of the stream in round 0 (``stream.all_at_once=true``), one selection of
 ``selection.budget=<ratio>`` of the union, one training, evaluation on every task. Each one-shot
 row (:data:`ONESHOT_ROWS`) runs at each ratio (``--ratios``) and seed into
-``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, against ``multitask`` (one training on all of it), the
-continual grid's own ``RUNS/<stream>/multitask-s<S>``; same data, resumable the same way. Then ``OUT/<stream>_oneshot.md``
-(per ratio: A, A as % of multitask's, the paired difference to ``random`` at that ratio, samples
-trained; per task, the score and the samples selected; the ground-truth table), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
+``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, against ``multitask`` (one training on all of it),
+the continual grid's own ``RUNS/<stream>/multitask-s<S>``; same data, resumable the same way. Then
+``OUT/<stream>_oneshot.md`` (per ratio: A, A as % of multitask's, the paired difference to
+``random`` at that ratio, samples trained; per task, the score and the samples selected; the
+ground-truth table), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
 """
 
 from __future__ import annotations
