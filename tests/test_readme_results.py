@@ -4,6 +4,7 @@ stream's heading is, verbatim, a line of experiments/results/<stream>.md (regene
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,12 +57,13 @@ def test_the_readme_one_shot_summary_quotes_the_tables():
     "% of multitask" means of each stream's one-shot table, and random's in the sentence before it."""
     readme = (ROOT / "README.md").read_text()
     summary = section(readme, "#### One shot on the `alt` stream").split("beside `random`'s")[1]
-    pct = {}
+    pct, delta = {}, {}
     for stream in STREAMS:
         text = (ROOT / "experiments" / "results" / f"{stream}_oneshot.md").read_text()
         at15 = text.split("## 15% of the union")[1].split("\n\n")[1]
-        pct[stream] = {row.split(" | ")[0].strip("| `").split("`")[0]: row.split(" | ")[3].split(" ±")[0]
-                       for row in table_lines(at15)[2:]}
+        cells = {row.split(" | ")[0].strip("| `").split("`")[0]: row.split(" | ") for row in table_lines(at15)[2:]}
+        pct[stream] = {m: c[3].split(" ±")[0] for m, c in cells.items()}
+        delta[stream] = {m: c[4] for m, c in cells.items()}
     head = summary.split(":")[0]  # "72.0 / 65.9"
     assert head.strip() == " / ".join(pct[s]["random"] for s in STREAMS)
     rows = table_lines(summary)[2:]
@@ -70,3 +72,6 @@ def test_the_readme_one_shot_summary_quotes_the_tables():
         cells = [c.strip() for c in row.strip("|").split("|")]
         method = cells[0].strip("`").split("`")[0]
         assert cells[1:1 + len(STREAMS)] == [pct[s][method] for s in STREAMS], method
+        # the paired differences quoted beside them, one per stream in that order
+        quoted = re.findall(r"[−+]?\d+\.\d ± \d+\.\d", cells[-1])
+        assert [q.replace("−", "-").lstrip("+") for q in quoted] == [delta[s][method] for s in STREAMS], method
