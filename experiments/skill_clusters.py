@@ -9,12 +9,18 @@ whether the previous round's adapter (the reference's) or a fresh one (B = 0: on
 gives features that separate skills better:
 
     python experiments/skill_clusters.py runs/merge-previous runs/merge-fresh
+
+Runs named as compare.py names them (``<row>-s<seed>``) are also summarised per row: the mean over
+rounds of each ARI and the run's A, mean ± std over the seeds:
+
+    python experiments/skill_clusters.py runs/compare/default/adapt_inf_{no_prune,fresh}-s{0,1,2}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,7 @@ import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
 from adapt.layout import RunLayout
+from compare import mean_std
 
 
 def cluster_agreement(clusters: np.ndarray, labels: np.ndarray) -> float:
@@ -61,6 +68,30 @@ def rounds_table(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "round", "n", "k", "ari_skill", "ari_dataset"])
 
 
+def row_name(run: str) -> str:
+    """The row of a run named as compare.py names them, ``<row>-s<seed>``; any other name as it is."""
+    return re.sub(r"-s\d+$", "", run)
+
+
+def over_seeds(table: pd.DataFrame, accuracy: dict[str, float | None]) -> pd.DataFrame:
+    """Per row (runs grouped by :func:`row_name`): seeds, the mean over rounds of each ARI and A (in %,
+    ``accuracy`` by run name), each as mean ± std over the row's runs."""
+    per_run = table.groupby("run", sort=False)[["ari_skill", "ari_dataset"]].mean()
+    per_run["A"] = [accuracy.get(run) for run in per_run.index]
+    rows = []
+    for row, runs in per_run.groupby(row_name, sort=False):
+        rows.append({"row": row, "seeds": len(runs), "ari_skill": mean_std(runs["ari_skill"].tolist(), 1.0, 3),
+                     "ari_dataset": mean_std(runs["ari_dataset"].tolist(), 1.0, 3),
+                     "A": mean_std(runs["A"].tolist())})
+    return pd.DataFrame(rows, columns=["row", "seeds", "ari_skill", "ari_dataset", "A"])
+
+
+def final_accuracy(run_dir: Path) -> float | None:
+    """The run's A after its last round (``metrics.json``'s ``avg_accuracy``), None before there is one."""
+    path = RunLayout(run_dir).metrics
+    return json.loads(path.read_text()).get("avg_accuracy") if path.is_file() else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -71,6 +102,11 @@ def main() -> None:
     print()
     print("mean over rounds")
     print(table.groupby("run", sort=False)[["ari_skill", "ari_dataset"]].mean().round(3).to_string())
+    summary = over_seeds(table, {Path(r).name: final_accuracy(r) for r in args.runs})
+    if (summary["seeds"] > 1).any():
+        print()
+        print("per row, mean ± std over the seeds (A in %)")
+        print(summary.to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,29 @@ def test_rounds_table_of_a_run(tmp_path):
     # C(3,2) + C(2,2) = 4, labels C(2,2) = 1, of C(5,2) = 10 pairs: (1 − 0.4) / (2.5 − 0.4) = 2/7
     assert ari_by_formula(CLUSTERS[:5], ["d1/a", "d1/a", "d1/b", "d2/b", "d2/c"]) == pytest.approx(2 / 7, rel=1e-15)
     assert row["ari_skill"] == pytest.approx(2 / 7, rel=1e-12)
+
+
+def test_rows_over_seeds(tmp_path):
+    """Runs named <row>-s<seed> are summarised per row: the mean over rounds of each ARI and A, mean ±
+    std over the seeds; a run without metrics.json has no A."""
+    runs = [fake_run(tmp_path / name) for name in ("prev-s0", "prev-s1", "solo")]
+    # prev-s1's round 0 in clusters [0 0 1 1 2 2]: the samples with a skill are {0: d1/a d1/a, 1: d1/b d2/b,
+    # 2: d2/c}; d1/b and d2/b differ, so C(2,2) = 1 pair is together in both, clusters C(2,2) + C(2,2) = 2,
+    # labels C(2,2) = 1, of C(5,2) = 10 pairs: (1 − 0.2) / (1.5 − 0.2) = 8/13; against
+    # the datasets d1 d1 d1 | d2 d2 d2: clusters [0 0 1 1 2 2]: Σ C(n_ij,2) = 1 + 1 = 2, clusters 3, datasets
+    # 6, of 15 pairs: (2 − 1.2) / (4.5 − 1.2) = 8/33
+    pd.DataFrame({"uid": [f"d{1 + i // 3}/{i}" for i in range(6)], "cluster": [0, 0, 1, 1, 2, 2]}).to_parquet(
+        runs[1] / "rounds" / "0" / "selection.parquet")
+    assert ari_by_formula([0, 0, 1, 1, 2], ["d1/a", "d1/a", "d1/b", "d2/b", "d2/c"]) == pytest.approx(8 / 13)
+    assert ari_by_formula([0, 0, 1, 1, 2, 2], ["d1"] * 3 + ["d2"] * 3) == pytest.approx(8 / 33)
+    for run, a in ((runs[0], 0.70), (runs[1], 0.74)):
+        (run / "metrics.json").write_text(json.dumps({"avg_accuracy": a}))
+    table = pd.concat([skill_clusters.rounds_table(r) for r in runs], ignore_index=True)
+    summary = skill_clusters.over_seeds(table, {r.name: skill_clusters.final_accuracy(r) for r in runs})
+    # prev: skill ARI 2/7 = 0.2857 and 8/13 = 0.6154: mean 0.4505, std |2/7 − 8/13|/√2 = 0.2331;
+    # datasets 1 and 8/33: mean 0.6212, std 0.5357; A 70 and 74: 72.0 ± 2.8
+    assert summary.to_dict("records") == [
+        {"row": "prev", "seeds": 2, "ari_skill": "0.451 ± 0.233", "ari_dataset": "0.621 ± 0.536", "A": "72.0 ± 2.8"},
+        {"row": "solo", "seeds": 1, "ari_skill": "0.286", "ari_dataset": "1.000", "A": "—"}]
+    assert skill_clusters.row_name("adapt_inf_fresh-s12") == "adapt_inf_fresh"
+    assert skill_clusters.row_name("adapt_inf-r0.15-s2") == "adapt_inf-r0.15"
