@@ -15,8 +15,8 @@ The stream's data are written once into ``RUNS/<stream>/data`` and shared.
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
 round and after the last; the rare skills; what each row selected by the stream's ground truth:
-wrong labels, near-duplicate groups covered, text-only questions; each row against `random` at the
-same samples trained, paired by seed; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv``
+wrong labels, near-duplicate groups covered, text-only questions; the expert Adapt-∞ chose per
+cluster and round; each row against `random` at the same samples trained, paired by seed; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv``
 (one line per run) and ``<stream>/`` with the plots: the accuracy matrices side by side (seed of the
 first run), the forgetting per task, A against the samples trained.
 
@@ -40,6 +40,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -306,6 +307,35 @@ def truth_table(labelled: list[tuple[str, list[dict[str, dict[str, float]] | Non
     return _md(["run", *TRUTH_COLUMNS], body) if body else []
 
 
+def expert_choices(run: dict) -> Counter[str] | None:
+    """How many cluster-rounds chose each expert, over the run's rounds (``rounds/<t>/experts.json``,
+    Adapt-∞'s per-cluster choice); None for a run whose selector has no choice (no experts, or one)."""
+    if len(run["config"].get("selection", {}).get("adapt_inf", {}).get("experts", [])) < 2:
+        return None
+    layout = RunLayout(Path(run["run_dir"]))
+    counts: Counter[str] = Counter()
+    for t in layout.trained_rounds():
+        if layout.round(t).experts.is_file():
+            counts.update(c["expert"] for c in json.loads(layout.round(t).experts.read_text())["clusters"])
+    return counts or None
+
+
+def span(values: list[int]) -> str:
+    """``min–max`` of the values, or the one figure when they agree."""
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def experts_table(labelled: list[tuple[str, list[Counter[str] | None]]]) -> list[str]:
+    """Markdown lines: per row with experts (its label, its runs' :func:`expert_choices`), the
+    cluster-rounds in all and those that chose each expert (the most chosen first), each as the
+    :func:`span` over the seeds; rows without experts are left out."""
+    names = [e for e, _ in sum((c for _, counts in labelled for c in counts if c), Counter()).most_common()]
+    body = [[label, span([sum(c.values()) for c in cs]), *(span([c[e] for c in cs]) for e in names)]
+            for label, cs in ((label, [c for c in counts if c]) for label, counts in labelled) if cs]
+    return _md(["run", "cluster-rounds", *(f"`{e}`" for e in names)], body) if body else []
+
+
 # Adapt-∞'s claims (arXiv 2410.10636), each as (question, metric, claimed row, other row, sign): the
 # claim holds when sign · (claimed − other) > 0. Metric: a metrics.json key or "rare" (rare-skill score).
 CLAIMS = (
@@ -481,6 +511,10 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
               "sample once per round; near-duplicate groups counted within each round; mean ± std over the seeds):",
               ""]
     lines += truth_table([(ROWS[n].label, t) for n, t in truth.items()])
+    experts = experts_table([(ROWS[n].label, [expert_choices(r) for r in rs]) for n, rs in runs.items()])
+    if experts:
+        lines += ["The expert Adapt-∞ chose per cluster and round (cluster-rounds, the range over the seeds):", "",
+                  *experts]
     lines += ["Each row against `random` at the same samples trained (the `random` row that trained as many, "
               "seed by seed), paired by seed: Δ = the row's value minus the control's, mean ± std over the seeds; "
               "wins: the seeds where the row is better (higher A, lower F); better: holds or fails when the mean "

@@ -296,3 +296,27 @@ def test_oneshot_refuses_a_continual_row(monkeypatch):
     with pytest.raises(SystemExit) as exc:
         compare.main()
     assert exc.value.code == 2
+
+
+def test_experts_table_counts_each_experts_cluster_rounds(tmp_path):
+    """Per row, the cluster-rounds and those that chose each expert (most chosen first) as the range over
+    the seeds; a run with one expert configured, or without experts.json, has no row."""
+    def run(name: str, experts: list[str], rounds: list[list[str]]) -> dict:
+        rd = tmp_path / name
+        for t, chosen in enumerate(rounds):
+            (rd / "rounds" / str(t)).mkdir(parents=True)
+            (rd / "rounds" / str(t) / "experts.json").write_text(json.dumps(
+                {"clusters": [{"cluster": c, "expert": e} for c, e in enumerate(chosen)]}))
+            (rd / "rounds" / str(t) / "train.json").write_text("{}")
+        return {"run_dir": str(rd), "config": {"selection": {"adapt_inf": {"experts": experts}}}}
+
+    both = ["ppl", "entropy"]
+    s0 = compare.expert_choices(run("a-s0", both, [["entropy", "ppl", "entropy"], ["entropy"] * 3]))
+    s1 = compare.expert_choices(run("a-s1", both, [["ppl", "ppl", "entropy"], ["entropy", "entropy", "ppl"]]))
+    assert (s0, s1) == ({"entropy": 5, "ppl": 1}, {"entropy": 3, "ppl": 3})
+    assert compare.expert_choices(run("one-s0", ["entropy"], [["entropy"] * 3])) is None
+    assert compare.expert_choices({"run_dir": str(tmp_path / "none"), "config": {}}) is None
+    # entropy 5 + 3 = 8 before ppl 1 + 3 = 4; cluster-rounds 6 in both seeds
+    assert compare.experts_table([("`a`", [s0, s1]), ("`tive`", [None, None])]) == [
+        "| run | cluster-rounds | `entropy` | `ppl` |", "| --- | ---: | ---: | ---: |", "| `a` | 6 | 3–5 | 1–3 |", ""]
+    assert compare.experts_table([("`tive`", [None])]) == []
