@@ -16,9 +16,10 @@ Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over th
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
 round and after the last; the rare skills; what each row selected by the stream's ground truth:
 wrong labels, near-duplicate groups covered, text-only questions; the expert Adapt-∞ chose per
-cluster and round; each row against `random` at the same samples trained, paired by seed; Adapt-∞'s claims tested, paired by seed), ``<stream>.csv``
-(one line per run) and ``<stream>/`` with the plots: the accuracy matrices side by side (seed of the
-first run), the forgetting per task, A against the samples trained.
+cluster and round; each row against `random` at the same samples trained, paired by seed; Adapt-∞'s
+claims tested, paired by seed), ``<stream>.csv`` (one line per run) and ``<stream>/`` with the
+plots: the accuracy matrices side by side (seed of the first run), the forgetting per task, A
+against the samples trained.
 
 ``--oneshot``: the experiment TIVE, MLLM-Selector, DataTailor and GDO report ("15% of the data ≈ 100%
 of it"): every dataset of the stream in round 0 (``stream.all_at_once=true``), one selection of
