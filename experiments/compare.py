@@ -10,7 +10,9 @@ Each (row, seed) is ``adapt run CONFIG <the row's overrides> seed=S stream.built
 ``RUNS/<stream>/<row>-s<S>``, run as its own process, ``--jobs`` at a time (each with
 ``cores / jobs`` threads). It is resumable: a finished run is read, not rerun; an interrupted one
 continues with ``adapt run --resume``; a run's output goes to ``RUNS/<stream>/<row>-s<S>.log``.
-The stream's data are written once into ``RUNS/<stream>/data`` and shared.
+The stream's data are written once into ``RUNS/<stream>/data`` and shared. ``--rows``, ``--seeds``
+and ``--ratios`` narrow what runs; the tables always hold every finished run under ``RUNS``, so a
+narrowed command (another seed, one more row) adds to them.
 
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
@@ -38,6 +40,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -144,6 +147,22 @@ def oneshot_jobs(args: argparse.Namespace) -> list[Job]:
             for q in args.ratios for r in args.rows for s in args.seeds]
     return jobs + [Job("multitask", s, run_dir(args.runs, args.stream, "multitask", s), ROWS["multitask"].overrides, 1.0)
                    for s in args.seeds]  # the continual grid's own run: multitask is one training on the union
+
+
+def on_disk(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``rows``, ``seeds`` (and, with ``--oneshot``, ``ratios``) as the finished runs
+    under ``RUNS`` have them, whatever ``--rows``/``--seeds``/``--ratios`` ran: the tables always
+    cover every finished run, so a narrowed command adds to them instead of overwriting them with
+    less. Run directories named otherwise than :func:`run_dir`/:func:`oneshot_dir` are ignored."""
+    table = ONESHOT_ROWS if args.oneshot else ROWS
+    folder = args.runs / (f"{args.stream}-oneshot" if args.oneshot else args.stream)
+    name = re.compile(r"(?P<row>\w+)" + (r"-r(?P<ratio>[0-9.e+-]+)" if args.oneshot else "") + r"-s(?P<seed>\d+)")
+    found = [m for m in (name.fullmatch(d.name) for d in sorted(folder.glob("*-s*")) if d.is_dir())
+             if m and m["row"] in table and finished(folder / m.string)]
+    rows = [r for r in table if any(m["row"] == r for m in found)]
+    seeds = sorted({int(m["seed"]) for m in found})
+    ratios = sorted({float(m["ratio"]) for m in found}) if args.oneshot else getattr(args, "ratios", [])
+    return argparse.Namespace(**{**vars(args), "rows": rows, "seeds": seeds, "ratios": ratios})
 
 
 def finished(run: Path) -> bool:
@@ -738,7 +757,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra key=value for every run")
     ap.add_argument("--runs", type=Path, default=Path("runs/compare"), help="where the runs go")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="where the tables go")
-    ap.add_argument("--tables-only", action="store_true", help="only (re)write the tables from finished runs")
+    ap.add_argument("--tables-only", action="store_true", help="only (re)write the tables (from every finished run under --runs)")
     args = ap.parse_args()
     rows = ONESHOT_ROWS if args.oneshot else ROWS
     args.rows = list(rows) if args.rows is None else args.rows
@@ -754,10 +773,11 @@ def main() -> None:
         one = argparse.Namespace(**vars(args), stream=stream)
         if not args.tables_only:
             run_grid(one, oneshot_jobs(one) if args.oneshot else continual_jobs(one))
-        runs = collect_oneshot(one) if args.oneshot else collect(one)
+        found = on_disk(one)
+        runs = collect_oneshot(found) if args.oneshot else collect(found)
         if not runs:
             sys.exit(f"no finished {'one-shot ' if args.oneshot else ''}run to tabulate on the {stream!r} stream")
-        print(f"wrote {(write_oneshot if args.oneshot else write_results)(one, runs)}", flush=True)
+        print(f"wrote {(write_oneshot if args.oneshot else write_results)(found, runs)}", flush=True)
 
 
 if __name__ == "__main__":

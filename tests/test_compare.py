@@ -163,6 +163,16 @@ def test_one_command_writes_the_table_of_every_stream(tmp_path, monkeypatch):
     assert "| `random` | 1 | 50.0 |" in (out / "default.md").read_text()
     assert "| `random` | 1 | 25.0 |" in (out / "alt.md").read_text()
     assert (out / "alt" / "accuracy_matrices.png").is_file()
+    # --rows and --seeds narrow what runs, not the table: it holds every finished run under --runs
+    for seed in (0, 1):
+        fake_run(runs, "tive", seed, [[0.9, 0.1], [0.7, 0.9]], {"avg_accuracy": 0.75, "samples_trained": [5, 5]},
+                 rare_selected=1)
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--tables-only", "--stream", "default", "--rows", "tive",
+                                      "--seeds", "1", "--runs", str(runs), "--out", str(out)])
+    compare.main()
+    md = (out / "default.md").read_text()
+    assert "seeds 0, 1)" in md and "| `random` | 1 | 50.0 |" in md and "| `tive` | 2 | 75.0 ± 0.0 |" in md
+    assert "| `tive` | `random` | 25.0 | 1/1 | holds (1 seed) | — | — | — |" in md  # paired on seed 0
 
 
 # ------------------------------------------------------------------------------------ one shot
@@ -289,6 +299,12 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
         ("random", "0.5", "0", "0.875", "", "default-oneshot/random-r0.5-s0")]
     assert (out / "default_oneshot" / "accuracy_vs_ratio.png").stat().st_size > 1000
     assert "![A against the share of the union selected](default_oneshot/accuracy_vs_ratio.png)" in md
+    # a narrowed command tabulates every finished run all the same: the same table, not a smaller one
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--oneshot", "--tables-only", "--stream", "default",
+                                      "--rows", "tive", "--ratios", "0.5", "--seeds", "0", "--scale", "0.05",
+                                      "--runs", str(runs), "--out", str(out)])
+    compare.main()
+    assert (out / "default_oneshot.md").read_text() == md
 
 
 def test_oneshot_refuses_a_continual_row(monkeypatch):
