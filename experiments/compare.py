@@ -29,7 +29,7 @@ of it"): every dataset of the stream in round 0 (``stream.all_at_once=true``), o
 row (:data:`ONESHOT_ROWS`) runs at each ratio (``--ratios``) and seed into
 ``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, against ``multitask`` (one training on all of it),
 the continual grid's own ``RUNS/<stream>/multitask-s<S>``; same data, resumable the same way. Then
-``OUT/<stream>_oneshot.md`` (per ratio: A, A as % of multitask's, the paired difference to
+``OUT/<stream>_oneshot.md`` (A as % of multitask's across the ratios; per ratio: A, A as % of multitask's, the paired difference to
 ``random`` at that ratio, samples trained; per task, the score and the samples selected; the
 ground-truth table), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
 """
@@ -608,6 +608,20 @@ def per_task_table(table: list[dict], reference: list[dict]) -> list[str]:
     return _md(["method", *tasks], body)
 
 
+def across_ratios(tables: dict[float, list[dict]]) -> list[str]:
+    """Markdown lines: per method (rows in order of first appearance), at each ratio its A as % of
+    ``multitask``'s (mean ± std over the seeds) and, in brackets, its verdict against ``random`` at
+    that ratio (``holds``, ``fails``, ``noise``: within seed noise); "—" where it did not run."""
+    def said(verdict: str) -> str:
+        word = {"within seed noise": "noise", "—": ""}.get(verdict, verdict.replace(" (1 seed)", ", 1 seed"))
+        return f" ({word})" if word else ""
+
+    rows = list(dict.fromkeys(t["row"] for table in tables.values() for t in table))
+    cell = {(t["row"], q): mean_std(t["pct"]) + said(t["verdict"]) for q, table in tables.items() for t in table}
+    return _md(["method", *(f"{100 * q:g}%" for q in tables)],
+               [[ONESHOT_ROWS[r].label, *(cell.get((r, q), "—") for q in tables)] for r in rows])
+
+
 def oneshot_command(args: argparse.Namespace) -> str:
     """The command line that makes this stream's one-shot table (defaults left out)."""
     parts = ["python experiments/compare.py --oneshot", f"--stream {args.stream}"]
@@ -647,11 +661,13 @@ def write_oneshot(args: argparse.Namespace, runs: dict[tuple[str, float], list[d
                    mean_std([float(sum(r["samples_trained"])) for r in reference], scale=1.0, digits=0)]]
                  if reference else [])
     csv_rows = [_oneshot_csv(args, "multitask", 1.0, r, None, None) for r in reference]
+    tables = {q: table for q in args.ratios if (table := oneshot_rows(runs, list(args.rows), q))}
+    if len(tables) > 1:
+        lines += ["A as % of `multitask`'s at each share of the union (same seed; mean ± std over the seeds) and, "
+                  "in brackets, against `random` at that share (paired by seed; noise: within seed noise):", "",
+                  *across_ratios(tables)]
     points: dict[str, list[tuple[float, list[float]]]] = {}
-    for q in args.ratios:
-        table = oneshot_rows(runs, list(args.rows), q)
-        if not table:
-            continue
+    for q, table in tables.items():
         lines += [f"## {100 * q:g}% of the union", ""]
         lines += _md(["method", "seeds", "A", "% of multitask", "Δ vs `random`", "wins vs `random`",
                       "better than `random`", "samples trained"],

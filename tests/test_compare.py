@@ -264,6 +264,14 @@ def test_oneshot_table_from_finished_runs_matches_hand_computed_values(tmp_path,
     # multitask: A (1.0 + 0.5) / 2 = 75.0, std 0.5 / √2 = 35.4
     assert "| `multitask` (reference: one training on the union) | 2 | 75.0 ± 35.4 | 200 ± 0 |" in md
     at15, at50 = md.split("## 15% of the union")[1].split("## 50% of the union")
+    # across the ratios: the "% of multitask" column of each ratio's table (below) and the verdict
+    across = md.split("A as % of `multitask`'s at each share")[1].split("## 15% of the union")[0]
+    assert [line for line in across.splitlines() if line.startswith("| ")] == [
+        "| method | 15% | 50% |", "| --- | ---: | ---: |",
+        "| `random` | 50.0 ± 0.0 | 87.5 |",
+        "| `ppl` alone, CCS | 25.0 (fails, 1 seed) | — |",
+        "| `tive` | 53.1 ± 30.9 (noise) | — |",
+        "| `gdo` (minloss) | 71.9 ± 13.3 (holds) | — |"]
     # random: A 0.5, 0.25 -> 37.5 ± 17.7; % of multitask 0.5/1, 0.25/0.5 -> 50.0 ± 0.0
     assert "| `random` | 2 | 37.5 ± 17.7 | 50.0 ± 0.0 | — | — | — | 30 ± 0 |" in at15
     # ppl: A 0.25, 0.8125 -> 53.1 ± 39.8; paired on seed 0 only: 0.25/1 = 25.0, 0.25 - 0.5 = -25.0
