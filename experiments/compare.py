@@ -29,9 +29,10 @@ of it"): every dataset of the stream in round 0 (``stream.all_at_once=true``), o
 row (:data:`ONESHOT_ROWS`) runs at each ratio (``--ratios``) and seed into
 ``RUNS/<stream>-oneshot/<row>-r<ratio>-s<S>``, against ``multitask`` (one training on all of it),
 the continual grid's own ``RUNS/<stream>/multitask-s<S>``; same data, resumable the same way. Then
-``OUT/<stream>_oneshot.md`` (A as % of multitask's across the ratios; per ratio: A, A as % of multitask's, the paired difference to
-``random`` at that ratio, samples trained; per task, the score and the samples selected; the
-ground-truth table), ``<stream>_oneshot.csv`` and ``<stream>_oneshot/accuracy_vs_ratio.png``.
+``OUT/<stream>_oneshot.md`` (A as % of multitask's across the ratios; per ratio: A, A as % of
+multitask's, the paired difference to ``random`` at that ratio, samples trained; per task, the
+score and the samples selected; the ground-truth table), ``<stream>_oneshot.csv`` and
+``<stream>_oneshot/accuracy_vs_ratio.png``.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def on_disk(args: argparse.Namespace) -> argparse.Namespace:
              if m and m["row"] in table and finished(folder / m.string)]
     rows = [r for r in table if any(m["row"] == r for m in found)]
     seeds = sorted({int(m["seed"]) for m in found})
-    ratios = sorted({float(m["ratio"]) for m in found}) if args.oneshot else getattr(args, "ratios", [])
+    ratios = sorted({float(m["ratio"]) for m in found}) if args.oneshot else args.ratios
     return argparse.Namespace(**{**vars(args), "rows": rows, "seeds": seeds, "ratios": ratios})
 
 
@@ -773,7 +774,8 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra key=value for every run")
     ap.add_argument("--runs", type=Path, default=Path("runs/compare"), help="where the runs go")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="where the tables go")
-    ap.add_argument("--tables-only", action="store_true", help="only (re)write the tables (from every finished run under --runs)")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="only (re)write the tables (from every finished run under --runs)")
     args = ap.parse_args()
     rows = ONESHOT_ROWS if args.oneshot else ROWS
     args.rows = list(rows) if args.rows is None else args.rows
