@@ -12,7 +12,10 @@ Each (row, seed) is ``adapt run CONFIG <the row's overrides> seed=S stream.built
 continues with ``adapt run --resume``; a run's output goes to ``RUNS/<stream>/<row>-s<S>.log``.
 The stream's data are written once into ``RUNS/<stream>/data`` and shared. ``--rows``, ``--seeds``
 and ``--ratios`` narrow what runs; the tables always hold every finished run under ``RUNS``, so a
-narrowed command (another seed, one more row) adds to them.
+narrowed command (another seed, one more row) adds to them. What the tables read of each finished
+run is kept in ``OUT/runs/<stream>/<run>.json`` (its digest: metrics, chance levels, ground truth of
+what it selected, expert choices): the tables hold those runs too, so they can be rewritten on
+another machine or a fresh clone without the run directories (``--tables-only``).
 
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
@@ -152,14 +155,17 @@ def oneshot_jobs(args: argparse.Namespace) -> list[Job]:
 
 def on_disk(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with ``rows``, ``seeds`` (and, with ``--oneshot``, ``ratios``) as the finished runs
-    under ``RUNS`` have them, whatever ``--rows``/``--seeds``/``--ratios`` ran: the tables always
-    cover every finished run, so a narrowed command adds to them instead of overwriting them with
-    less. Run directories named otherwise than :func:`run_dir`/:func:`oneshot_dir` are ignored."""
+    under ``RUNS`` and the digests under ``OUT/runs`` have them, whatever ``--rows``/``--seeds``/
+    ``--ratios`` ran: the tables always cover every finished run, so a narrowed command adds to them
+    instead of overwriting them with less. Run directories named otherwise than
+    :func:`run_dir`/:func:`oneshot_dir` are ignored."""
     table = ONESHOT_ROWS if args.oneshot else ROWS
-    folder = args.runs / (f"{args.stream}-oneshot" if args.oneshot else args.stream)
+    sub = f"{args.stream}-oneshot" if args.oneshot else args.stream
+    folder = args.runs / sub
     name = re.compile(r"(?P<row>\w+)" + (r"-r(?P<ratio>[0-9.e+-]+)" if args.oneshot else "") + r"-s(?P<seed>\d+)")
-    found = [m for m in (name.fullmatch(d.name) for d in sorted(folder.glob("*-s*")) if d.is_dir())
-             if m and m["row"] in table and finished(folder / m.string)]
+    names = {d.name for d in folder.glob("*-s*") if d.is_dir() and finished(d)}
+    names |= {p.name[:-len(".json")] for p in (args.out / DIGESTS / sub).glob("*-s*.json")}
+    found = [m for m in (name.fullmatch(n) for n in sorted(names)) if m and m["row"] in table]
     rows = [r for r in table if any(m["row"] == r for m in found)]
     seeds = sorted({int(m["seed"]) for m in found})
     ratios = sorted({float(m["ratio"]) for m in found}) if args.oneshot else args.ratios
@@ -228,6 +234,40 @@ def run_grid(args: argparse.Namespace, jobs: list[Job]) -> None:
                 failed.append(f"{job.run.name} (see {log_path(job.run)})")
     if failed:
         sys.exit("failed: " + ", ".join(failed))
+
+
+# ------------------------------------------------------------------------------------ digests
+DIGESTS = "runs"  # OUT/runs/<folder>/<run>.json: what the tables read of each run
+
+
+def digest_path(args: argparse.Namespace, run: Path) -> Path:
+    """``OUT/runs/<stream or stream-oneshot>/<run>.json``, beside the tables it feeds."""
+    return args.out / DIGESTS / run.parent.name / f"{run.name}.json"
+
+
+def digest(run: Path, runs: Path) -> dict:
+    """Everything the tables read of one finished run, so that they can be rewritten without its
+    directory (another machine, a fresh clone): its ``metrics.json`` as :func:`load_run` reads it,
+    and from the run directory each task's :func:`chance` level, the :func:`ground_truth` of what it
+    selected, its :func:`rare_skills` and its :func:`expert_choices`; ``run_dir`` relative to ``RUNS``."""
+    r = load_run(run)
+    truth = ground_truth(r)
+    experts = expert_choices(r)
+    return {**r, "run_dir": os.path.relpath(run, runs), "chance": chance(r, r["tasks"]), "truth": truth,
+            "rare": list(rare_skills(r, truth)), "experts": dict(experts) if experts else None}
+
+
+def load_digest(args: argparse.Namespace, run: Path) -> dict | None:
+    """The run's :func:`digest`: made from its directory when the run finished there after the stored
+    digest was written (and stored in ``OUT/runs``), else the stored one; None when neither exists."""
+    from adapt.io import write_json_atomic
+
+    path = digest_path(args, run)
+    if finished(run) and (not path.is_file() or path.stat().st_mtime < RunLayout(run).metrics.stat().st_mtime):
+        made = digest(run, args.runs)
+        write_json_atomic(path, made, indent=1)
+        return made
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -458,8 +498,7 @@ def against_random(runs: dict[str, list[dict]]) -> list[list[str]]:
 def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for r in args.rows:
-        done = [load_run(run_dir(args.runs, args.stream, r, s)) for s in args.seeds
-                if finished(run_dir(args.runs, args.stream, r, s))]
+        done = [d for s in args.seeds if (d := load_digest(args, run_dir(args.runs, args.stream, r, s))) is not None]
         if done:
             runs[r] = done
     return runs
@@ -486,7 +525,7 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
             csv_rows.append({"row": name, "seed": r["config"].get("seed"), **{label: r.get(k) for k, label in KEYS},
                              "A_rel_multitask": rel(r), "samples_trained": int(sum(r["samples_trained"])),
                              "wall_seconds": r.get("wall_seconds"),
-                             "run_dir": os.path.relpath(r["run_dir"], args.runs)})  # no machine's paths in the csv
+                             "run_dir": r["run_dir"]})  # relative to RUNS: no machine's paths in the csv
         md_rows.append([ROWS[name].label, str(len(rs)), *(mean_std([r.get(k) for r in rs]) for k, _ in KEYS),
                         mean_std([rel(r) for r in rs]),
                         mean_std([float(sum(r["samples_trained"])) for r in rs], scale=1.0, digits=0),
@@ -506,7 +545,7 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     lines += _md(["run", "seeds", *(label for _, label in KEYS), "A rel. multitask", "samples trained",
                   "wall (min)"], md_rows)
     chance_row = ["chance (the best constant answer)",
-                  *(mean_std([c]) for c in chance(next(iter(runs.values()))[0], tasks))]
+                  *(mean_std([c]) for c in next(iter(runs.values()))[0]["chance"])]
     lines += ["Score on each task right after its own round (`multitask`: its one row):", ""]
     lines += _md(["run", *tasks], [[ROWS[n].label, *(mean_std([diagonal(r)[j] for r in rs]) for j in range(len(tasks)))]
                                    for n, rs in runs.items()] + [chance_row])
@@ -520,8 +559,8 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     lines += ["Forgetting per task (max over earlier rounds minus the last round; mean over the seeds):", ""]
     lines += _md(["run", *tasks], [[ROWS[n].label, *("—" if v is None else f"{100 * v:.1f}" for v in f)]
                                    for n, f in forgetting.items()])
-    truth = {n: [ground_truth(r) for r in rs] for n, rs in runs.items()}
-    rare = {n: [rare_skills(r, t) for r, t in zip(rs, truth[n])] for n, rs in runs.items()}
+    truth = {n: [r["truth"] for r in rs] for n, rs in runs.items()}
+    rare = {n: [tuple(r["rare"]) for r in rs] for n, rs in runs.items()}
     n_items = next(iter(rare.values()))[0][3]
     lines += [f"Rare skills (the stream's `meta.rare` samples): their share of what was selected and of the "
               f"pool, over all rounds, and the score on the {n_items} rare-skill eval items after the last round:", ""]
@@ -532,7 +571,7 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
               "sample once per round; near-duplicate groups counted within each round; mean ± std over the seeds):",
               ""]
     lines += truth_table([(ROWS[n].label, t) for n, t in truth.items()])
-    experts = experts_table([(ROWS[n].label, [expert_choices(r) for r in rs]) for n, rs in runs.items()])
+    experts = experts_table([(ROWS[n].label, [Counter(r["experts"]) if r["experts"] else None for r in rs]) for n, rs in runs.items()])
     if experts:
         lines += ["The expert Adapt-∞ chose per cluster and round (cluster-rounds, the range over the seeds):", "",
                   *experts]
@@ -569,8 +608,8 @@ def collect_oneshot(args: argparse.Namespace) -> dict[tuple[str, float], list[di
     """The finished one-shot runs, by (row, ratio); ``multitask`` under ratio 1."""
     runs: dict[tuple[str, float], list[dict]] = {}
     for j in oneshot_jobs(args):
-        if finished(j.run):
-            runs.setdefault((j.row, float(j.ratio)), []).append(load_run(j.run))
+        if (d := load_digest(args, j.run)) is not None:
+            runs.setdefault((j.row, float(j.ratio)), []).append(d)
     return runs
 
 
@@ -680,7 +719,7 @@ def write_oneshot(args: argparse.Namespace, runs: dict[tuple[str, float], list[d
         lines += ["Per task, mean over the seeds: the score, and (in brackets) the samples selected from its "
                   "dataset:", ""]
         lines += per_task_table(table, reference)
-        truths = truth_table([(ONESHOT_ROWS[t["row"]].label, [ground_truth(r) for r in t["runs"]]) for t in table])
+        truths = truth_table([(ONESHOT_ROWS[t["row"]].label, [r["truth"] for r in t["runs"]]) for t in table])
         if truths:
             lines += ["What each method took, by the stream's ground truth (mean ± std over the seeds):", "", *truths]
         rand = by_seed(runs.get(("random", float(q)), []))
@@ -710,7 +749,7 @@ def _oneshot_csv(args: argparse.Namespace, row: str, ratio: float, r: dict, pct:
                  diff: float | None) -> dict:
     return {"row": row, "ratio": ratio, "seed": r["config"].get("seed"), "A": r.get("avg_accuracy"),
             "A_pct_multitask": pct, "A_minus_random": diff, "samples_trained": int(sum(r["samples_trained"])),
-            "wall_seconds": r.get("wall_seconds"), "run_dir": os.path.relpath(r["run_dir"], args.runs)}
+            "wall_seconds": r.get("wall_seconds"), "run_dir": r["run_dir"]}
 
 
 def plot_accuracy_vs_ratio(points: dict[str, list[tuple[float, list[float]]]], reference: list[float], path: Path,
@@ -775,7 +814,8 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs/compare"), help="where the runs go")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="where the tables go")
     ap.add_argument("--tables-only", action="store_true",
-                    help="only (re)write the tables (from every finished run under --runs)")
+                    help="only (re)write the tables (from every finished run under --runs and every digest "
+                         "under OUT/runs)")
     args = ap.parse_args()
     rows = ONESHOT_ROWS if args.oneshot else ROWS
     args.rows = list(rows) if args.rows is None else args.rows
