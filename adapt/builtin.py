@@ -37,6 +37,12 @@ BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS: Registry[Callable[..., Path]] = Registry.of("built-in model", dict(zip(
     BUILTIN_MODEL_NAMES, (build_tiny_llava, build_tiny_qwen2_vl, build_tiny_causal_lm), strict=True)))
 CAPTION_PROMPT = "Describe the image."
+# Caption pre-training runs on this many torch threads whatever the process was given: how many
+# threads share a float32 sum changes its order, so the cached base, and every run started from it,
+# would otherwise depend on the machine's core count or OMP_NUM_THREADS (a grid run with one thread
+# per job pre-trained another model than the two-thread demo). Two: the demo's count on the 2-core
+# machine its README figures come from, so those figures stand.
+PRETRAIN_THREADS = 2
 
 
 def is_builtin(name_or_path: str) -> bool:
@@ -116,16 +122,23 @@ def pretrain_on_captions(model_dir: Path, steps: int, seed: int, batch_size: int
     from adapt.models.loading import load_model
     from adapt.training.trainer import train_round
 
+    import torch
+
     bundle = load_model(model_dir, "llava", "float32")
     for p in bundle.model.parameters():
         p.requires_grad_(True)
     n = steps * batch_size // 4  # four passes over the corpus
-    with tempfile.TemporaryDirectory(prefix="adapt-captions-") as tmp:
-        samples = caption_corpus(Path(tmp), n, seed)
-        cfg = TrainingConfig(batch_size=batch_size, lr=lr, epochs=steps * batch_size / n, warmup_ratio=0.05)
-        # accelerator=None: one process, outside any distributed group (other ranks wait for the cache)
-        train_round(bundle.model, bundle.family, samples, cfg, None, seed, max_length=128,
-                    desc="pre-training the built-in model on captions", progress=progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PRETRAIN_THREADS)  # the same weights whatever the process's thread count
+    try:
+        with tempfile.TemporaryDirectory(prefix="adapt-captions-") as tmp:
+            samples = caption_corpus(Path(tmp), n, seed)
+            cfg = TrainingConfig(batch_size=batch_size, lr=lr, epochs=steps * batch_size / n, warmup_ratio=0.05)
+            # accelerator=None: one process, outside any distributed group (other ranks wait for the cache)
+            train_round(bundle.model, bundle.family, samples, cfg, None, seed, max_length=128,
+                        desc="pre-training the built-in model on captions", progress=progress)
+    finally:
+        torch.set_num_threads(threads)
     bundle.model.save_pretrained(model_dir)
 
 
@@ -133,7 +146,7 @@ def builtin_cache_key(name: str, sizes: TinyModelConfig | None, seed: int) -> st
     import hashlib
     import json
 
-    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 4}
+    payload = {"name": name, "seed": seed, "sizes": (sizes or TinyModelConfig()).model_dump(), "version": 5}  # 5: pre-trained on PRETRAIN_THREADS
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

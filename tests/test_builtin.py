@@ -66,3 +66,23 @@ def test_pretraining_lowers_the_caption_loss(tmp_path):
 
     before, after = loss(fresh), loss(trained)
     assert after < 0.5 * before
+
+
+def test_pretraining_runs_on_its_own_thread_count_and_gives_the_process_its_own_back(tmp_path, monkeypatch):
+    """The cached base must not depend on the machine's core count or OMP_NUM_THREADS (a float32 sum
+    split over another number of threads is summed in another order): pre-training trains on
+    PRETRAIN_THREADS threads, then the process has its own count again."""
+    import adapt.training.trainer as trainer
+    from adapt.builtin import PRETRAIN_THREADS, pretrain_on_captions
+    from adapt.models.tiny import build_tiny_llava
+
+    seen = []
+    monkeypatch.setattr(trainer, "train_round", lambda *a, **k: seen.append(torch.get_num_threads()))
+    build_tiny_llava(tmp_path, TinyModelConfig(), 0)
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(PRETRAIN_THREADS + 1)
+        pretrain_on_captions(tmp_path, steps=1, seed=0, progress=False)
+        assert seen == [PRETRAIN_THREADS] and torch.get_num_threads() == PRETRAIN_THREADS + 1
+    finally:
+        torch.set_num_threads(own)
