@@ -9,7 +9,8 @@
 Each (row, seed) is ``adapt run CONFIG <the row's overrides> seed=S stream.builtin=STREAM`` into
 ``RUNS/<stream>/<row>-s<S>``, run as its own process, ``--jobs`` at a time (each with
 ``cores / jobs`` threads). It is resumable: a finished run is read, not rerun; an interrupted one
-continues with ``adapt run --resume``; a run's output goes to ``RUNS/<stream>/<row>-s<S>.log``.
+continues with ``adapt run --resume``; a run with a stored digest (below) is not run again; a run's
+output goes to ``RUNS/<stream>/<row>-s<S>.log``.
 The stream's data are written once into ``RUNS/<stream>/data`` and shared. ``--rows``, ``--seeds``
 and ``--ratios`` narrow what runs; the tables always hold every finished run under ``RUNS``, so a
 narrowed command (another seed, one more row) adds to them. What the tables read of each finished
@@ -212,10 +213,11 @@ def launch(args: argparse.Namespace, job: Job, threads: int) -> tuple[Job, int, 
 
 
 def run_grid(args: argparse.Namespace, jobs: list[Job]) -> None:
-    """The jobs not finished yet, ``args.jobs`` at a time; exits naming the failed ones."""
+    """The jobs not done yet (no finished run directory, no stored digest), ``args.jobs`` at a time;
+    exits naming the failed ones."""
     from tqdm.auto import tqdm
 
-    todo = [j for j in jobs if not finished(j.run)]
+    todo = [j for j in jobs if not finished(j.run) and not digest_path(args, j.run).is_file()]
     if not todo:
         return
     manifest = stream_manifest(data_dir(args))

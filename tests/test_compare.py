@@ -242,8 +242,10 @@ def test_oneshot_run_list_names_and_commands(tmp_path):
 
 
 def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
+    """A finished run directory, or a stored digest of the run (its directory on another machine), is
+    not run again."""
     args = argparse.Namespace(stream="default", runs=tmp_path, rows=["random"], ratios=[0.15], seeds=[0, 1],
-                              jobs=2, threads=1, stream_seed=0, scale=1.0)
+                              jobs=2, threads=1, stream_seed=0, scale=1.0, out=tmp_path / "out")
     manifest = tmp_path / "default" / "data" / "stream.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text("{}")  # the stream's data are there: not written again
@@ -252,10 +254,13 @@ def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
     done.mkdir(parents=True)
     (done / "state.json").write_text(json.dumps({"status": "finished"}))
     (done / "metrics.json").write_text("{}")
+    stored = tmp_path / "out" / "runs" / "default" / "multitask-s1.json"  # multitask-s1: digested elsewhere
+    stored.parent.mkdir(parents=True)
+    stored.write_text("{}")
     launched = []
     monkeypatch.setattr(compare, "launch", lambda a, job, threads: launched.append(job.run.name) or (job, 0, 0.0))
     compare.run_grid(args, jobs)
-    assert sorted(launched) == ["multitask-s0", "multitask-s1", "random-r0.15-s0"]
+    assert sorted(launched) == ["multitask-s0", "random-r0.15-s0"]
 
 
 def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int, folder: str = "default-oneshot",
