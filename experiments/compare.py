@@ -13,10 +13,10 @@ continues with ``adapt run --resume``; a run with a stored digest (below) is not
 output goes to ``RUNS/<stream>/<row>-s<S>.log``.
 The stream's data are written once into ``RUNS/<stream>/data`` and shared. ``--rows``, ``--seeds``
 and ``--ratios`` narrow what runs; the tables always hold every finished run under ``RUNS``, so a
-narrowed command (another seed, one more row) adds to them. What the tables read of each finished
-run is kept in ``OUT/runs/<stream>/<run>.json`` (its digest: metrics, chance levels, ground truth of
-what it selected, expert choices): the tables hold those runs too, so they can be rewritten on
-another machine or a fresh clone without the run directories (``--tables-only``).
+narrowed command (another seed, one more row) adds to them. What the tables read of each run is
+kept, as soon as it finishes, in ``OUT/runs/<stream>/<run>.json`` (its digest: metrics, chance
+levels, ground truth of what it selected, expert choices): the tables hold those runs too, so they
+can be rewritten on another machine or a fresh clone without the run directories (``--tables-only``).
 
 Then, in ``OUT`` (``experiments/results``): ``<stream>.md`` (mean ± std over the seeds of A, MAA,
 F, BWT, FWT, A relative to multitask, samples trained, wall time; each task's score after its own
@@ -213,8 +213,8 @@ def launch(args: argparse.Namespace, job: Job, threads: int) -> tuple[Job, int, 
 
 
 def run_grid(args: argparse.Namespace, jobs: list[Job]) -> None:
-    """The jobs not done yet (no finished run directory, no stored digest), ``args.jobs`` at a time;
-    exits naming the failed ones."""
+    """The jobs not done yet (no finished run directory, no stored digest), ``args.jobs`` at a time,
+    each run's digest stored as it finishes; exits naming the failed ones."""
     from tqdm.auto import tqdm
 
     todo = [j for j in jobs if not finished(j.run) and not digest_path(args, j.run).is_file()]
@@ -234,6 +234,8 @@ def run_grid(args: argparse.Namespace, jobs: list[Job]) -> None:
             bar.write(f"{job.run.name}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {seconds / 60:.1f} min")
             if rc != 0:
                 failed.append(f"{job.run.name} (see {log_path(job.run)})")
+            else:  # stored now, not when the stream ends: a grid cut off keeps what it finished
+                load_digest(args, job.run)
     if failed:
         sys.exit("failed: " + ", ".join(failed))
 

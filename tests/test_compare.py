@@ -243,7 +243,7 @@ def test_oneshot_run_list_names_and_commands(tmp_path):
 
 def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
     """A finished run directory, or a stored digest of the run (its directory on another machine), is
-    not run again."""
+    not run again; each run's digest is stored when it finishes."""
     args = argparse.Namespace(stream="default", runs=tmp_path, rows=["random"], ratios=[0.15], seeds=[0, 1],
                               jobs=2, threads=1, stream_seed=0, scale=1.0, out=tmp_path / "out")
     manifest = tmp_path / "default" / "data" / "stream.json"
@@ -258,9 +258,21 @@ def test_run_grid_runs_only_the_jobs_not_finished(tmp_path, monkeypatch):
     stored.parent.mkdir(parents=True)
     stored.write_text("{}")
     launched = []
-    monkeypatch.setattr(compare, "launch", lambda a, job, threads: launched.append(job.run.name) or (job, 0, 0.0))
+
+    def launch(a, job, threads):  # each job ends finished: multitask-s0 at A 0.5, random-r0.15-s0 at A 0.25
+        launched.append(job.run.name)
+        row, seed = job.run.name.rsplit("-s", 1)
+        fake_oneshot(tmp_path, row, int(seed), 0.5 if row == "multitask" else 0.25, 10, folder=job.run.parent.name)
+        return job, 0, 0.0
+
+    monkeypatch.setattr(compare, "launch", launch)
     compare.run_grid(args, jobs)
     assert sorted(launched) == ["multitask-s0", "random-r0.15-s0"]
+    # each run's digest is stored as it finishes, not when the grid ends
+    digests = tmp_path / "out" / "runs"
+    assert json.loads((digests / "default" / "multitask-s0.json").read_text())["avg_accuracy"] == 0.5
+    assert json.loads((digests / "default-oneshot" / "random-r0.15-s0.json").read_text())["avg_accuracy"] == 0.25
+    assert stored.read_text() == "{}"  # the digest made elsewhere is kept as it was
 
 
 def fake_oneshot(runs: Path, run: str, seed: int, A: float, samples: int, folder: str = "default-oneshot",

@@ -40,7 +40,13 @@ for name, p in b.model.named_parameters():
     if "lora_B" in name:
         torch.nn.init.normal_(p, std=0.05)
 samples = read_dataset(data, name="d")
-store = FeatureStore.create(store_dir, [s.uid for s in samples], 256, projector="sjlt", seed=0, layers="all")
+# one process makes the files and the others wait, as gradient_store does: a rank that creates them
+# while another maps them truncates them under it (CI, 2026-12-04: rank 1 exited 1)
+if acc is None or acc.is_main_process:
+    FeatureStore.create(store_dir, [s.uid for s in samples], 256, projector="sjlt", seed=0, layers="all")
+if acc is not None:
+    acc.wait_for_everyone()
+store = FeatureStore(store_dir)
 extract_features(b.model, b.family, samples, store, PROJECTORS.get("sjlt")(256, seed=0),
                  lora_linears(b.model), batch_size=3, max_length=256, accelerator=acc, progress=False)
 """
@@ -78,7 +84,9 @@ def small_pool(tmp_path_factory):
 def _run(args: list[str], **kw) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, **kw)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # each rank's own lines first: the launcher's tail is the other rank's "connection closed"
+    ranks = "\n".join(line for line in proc.stderr.splitlines() if line.startswith("[rank1]"))
+    assert proc.returncode == 0, ranks[-3000:] + "\n" + proc.stderr[-3000:]
 
 
 @pytest.mark.numeric
