@@ -1,12 +1,18 @@
 """What each run selected on the built-in stream, from the demo data's ground truth.
 
 The built-in stream records, for every training sample, whether its label is wrong (``noisy``),
-whether its question needs the image, whether it is a rare skill, and its near-duplicate group
-(``meta`` in the LLaVA records). For each run and round this prints, for the selected samples
-against the whole pool: % wrong labels, % text-only questions, % rare skills, and near-duplicate
-groups per 100 selected (higher: more diverse); then per dataset the share of the budget.
+whether its question needs the image, whether it is a rare skill, its skill and its
+near-duplicate group (``meta`` in the LLaVA records). A run's ground truth comes down to
+:func:`counts`: per round, dataset and skill, how many samples the pool and the selection hold and
+how many of them are mislabelled, text-only, rare, and how many near-duplicate groups they cover.
+``compare.py`` keeps that table in each run's digest, so this reads a run directory or a digest
+(``experiments/results/runs/<stream>/<run>.json``: a fresh clone has those). For each run and
+round it prints, for the selected samples against the whole pool: % wrong labels, % text-only
+questions, % rare skills, and near-duplicate groups per 100 selected (higher: more diverse); then
+per dataset (``--skills``: per skill) the share of the budget.
 
     python experiments/analyse_selection.py runs/adapt_inf runs/random [--round 5]
+    python experiments/analyse_selection.py experiments/results/runs/default/gdo-s0.json --skills
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ import pandas as pd
 
 from adapt.layout import RunLayout
 
+KEYS = ("round", "dataset", "skill")
+FIGURES = ("n", "noisy", "text_only", "rare", "groups")  # per side (pool, selected) of each key
+SIDES = ("pool", "selected")
+COLUMNS = (*KEYS, *(f"{side}_{f}" for side in SIDES for f in FIGURES))
+
 
 def pool_meta(run_dir: Path) -> pd.DataFrame:
     """uid, dataset, skill, noisy, needs_image, rare, dup_group of every sample the run has seen."""
@@ -28,23 +39,6 @@ def pool_meta(run_dir: Path) -> pd.DataFrame:
     df.insert(0, "uid", pool["uid"].to_numpy())
     df.insert(1, "dataset", pool["dataset"].to_numpy())
     return df
-
-
-def summarise(rows: pd.DataFrame) -> dict[str, float]:
-    """n, % wrong labels, % text-only questions, % rare skills and near-duplicate groups per 100 rows
-    (groups counted within each round when the rows carry a ``round`` column); a figure whose
-    ground-truth field the stream does not record is NaN."""
-    n = max(len(rows), 1)
-
-    def pct(flags: pd.Series) -> float:  # a missing flag (NaN) counts as False
-        return 100 * float(flags.eq(True).sum()) / n
-
-    key = [c for c in ("round", "dataset", "dup_group") if c in rows]
-    return {"n": len(rows),
-            "noisy %": pct(rows["noisy"]) if "noisy" in rows else float("nan"),
-            "text-only %": pct(rows["needs_image"].eq(False)) if "needs_image" in rows else float("nan"),
-            "rare %": pct(rows["rare"]) if "rare" in rows else float("nan"),
-            "groups /100": 100 * rows.groupby(key).ngroups / n if "dup_group" in rows else float("nan")}
 
 
 def selection_rows(run_dir: Path) -> pd.DataFrame:
@@ -64,39 +58,102 @@ def selection_rows(run_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["round", "uid", "selected"])
 
 
-def over_rounds(run_dir: Path) -> dict[str, dict[str, float]]:
+def counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """:data:`COLUMNS`: per round, dataset and skill (``""`` where the stream records none), of the
+    pool and of the selected rows of :func:`selection_rows`: n, wrong labels, text-only questions,
+    rare-skill samples, near-duplicate groups covered; a figure whose ground-truth field the stream
+    does not record is NaN (a missing flag on one sample counts as False)."""
+    rows = rows.assign(skill=rows["skill"].fillna("") if "skill" in rows else "")
+    flags = {"noisy": ("noisy", True), "text_only": ("needs_image", False), "rare": ("rare", True)}
+    table = None
+    for side in SIDES:
+        part = rows if side == "pool" else rows[rows["selected"].astype(bool)]
+        grouped = part.groupby(list(KEYS), sort=True, dropna=False)
+        figs = {f"{side}_n": grouped.size()}
+        for name, (field, value) in flags.items():
+            figs[f"{side}_{name}"] = (part[field].eq(value).groupby([part[k] for k in KEYS], dropna=False).sum()
+                                      if field in part else grouped.size() * float("nan"))
+        figs[f"{side}_groups"] = grouped["dup_group"].nunique() if "dup_group" in part else grouped.size() * float("nan")
+        frame = pd.DataFrame(figs)
+        table = frame if table is None else table.join(frame, how="left")
+    if table is None or table.empty:
+        return pd.DataFrame(columns=list(COLUMNS))
+    sel = [c for c in table if c.startswith("selected_")]
+    table[sel] = table[sel].fillna(0).where(table[[c.replace("selected_", "pool_") for c in sel]].notna().to_numpy())
+    return table.reset_index()[list(COLUMNS)]
+
+
+def summarise(table: pd.DataFrame, side: str) -> dict[str, float]:
+    """n, % wrong labels, % text-only questions, % rare skills and near-duplicate groups per 100 of
+    one side (``pool`` or ``selected``) of a :func:`counts` table, over its rows (groups counted
+    within each round, dataset and skill: near-duplicates share a skill)."""
+    total = float(table[f"{side}_n"].sum())
+    n = max(total, 1.0)
+
+    def per100(fig: str) -> float:  # NaN when the stream does not record the field
+        return 100 * float(table[f"{side}_{fig}"].sum(min_count=1)) / n
+
+    return {"n": int(total), "noisy %": per100("noisy"), "text-only %": per100("text_only"),
+            "rare %": per100("rare"), "groups /100": per100("groups")}
+
+
+def over_rounds(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     """:func:`summarise` of the pool and of the selected samples, every round's pooled (a sample
     replayed in two rounds counts twice): ``{"pool": ..., "selected": ...}``."""
-    rows = selection_rows(run_dir)
-    return {"pool": summarise(rows), "selected": summarise(rows[rows["selected"].astype(bool)])}
+    return {side: summarise(table, side) for side in SIDES}
+
+
+def to_json(table: pd.DataFrame) -> dict:
+    """A :func:`counts` table as the digest keeps it: ``{"columns": [...], "rows": [[...], ...]}``."""
+    return {"columns": list(COLUMNS), "rows": json.loads(table[list(COLUMNS)].to_json(orient="values"))}
+
+
+def load_counts(path: Path) -> pd.DataFrame:
+    """The :func:`counts` table of a run directory, or the one a digest (``<run>.json``) keeps."""
+    if path.is_dir():
+        return counts(selection_rows(path))
+    kept = json.loads(path.read_text()).get("truth_counts")
+    if kept is None:
+        raise SystemExit(f"{path}: this digest keeps no ground-truth counts (made before they were kept, "
+                         f"or a run without a selection); give the run directory")
+    return pd.DataFrame(kept["rows"], columns=kept["columns"])
+
+
+def shares(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per round, each ``by`` group's share (%) of the selected and of the pool."""
+    out = []
+    for t, of_round in table.groupby("round"):
+        for side in SIDES:
+            share = 100 * of_round.groupby(by)[f"{side}_n"].sum() / max(of_round[f"{side}_n"].sum(), 1)
+            out.append({"round": t, "of": side, **share.round(1).to_dict()})
+    return pd.DataFrame(out).fillna(0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="+", type=Path, help="run directories or their digests (<run>.json)")
     ap.add_argument("--round", type=int, action="append", help="rounds to show (default: all)")
+    ap.add_argument("--skills", action="store_true", help="the budget's share per skill, not per dataset")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
-    lines, shares = [], []
+    lines, split = [], []
     for run in args.runs:
-        rows = selection_rows(run)
-        for t in args.round or sorted(rows["round"].unique()):
-            of_round = rows[rows["round"] == t]
-            picked = of_round[of_round["selected"].astype(bool)]
-            lines.append({"run": run.name, "round": t, "of": "pool", **summarise(of_round)})
-            lines.append({"run": run.name, "round": t, "of": "selected", **summarise(picked)})
-            share = (100 * picked["dataset"].value_counts() / len(picked)).round(1).to_dict()
-            pool_share = (100 * of_round["dataset"].value_counts() / len(of_round)).round(1).to_dict()
-            shares.append({"run": run.name, "round": t, "of": "selected", **share})
-            shares.append({"run": run.name, "round": t, "of": "pool", **pool_share})
-    table = pd.DataFrame(lines)
-    print(table.round(1).to_string(index=False))
+        table = load_counts(run)
+        name = run.stem if run.suffix == ".json" else run.name
+        table = table[table["round"].isin(args.round)] if args.round else table
+        for t, of_round in table.groupby("round"):
+            lines += [{"run": name, "round": t, "of": side, **summarise(of_round, side)} for side in SIDES]
+        by = ["dataset", "skill"] if args.skills else ["dataset"]
+        split.append(shares(table, by).assign(run=name))
+    figures = pd.DataFrame(lines)
+    print(figures.round(1).to_string(index=False))
     print()
     print("mean over the rounds shown")
-    print(table.groupby(["run", "of"], sort=False).mean(numeric_only=True).drop(columns="round").round(1).to_string())
+    print(figures.groupby(["run", "of"], sort=False).mean(numeric_only=True).drop(columns="round").round(1).to_string())
     print()
-    print("share of each dataset (%)")
-    print(pd.DataFrame(shares).fillna(0).to_string(index=False))
+    print(f"share of each {'skill' if args.skills else 'dataset'} (%)")
+    both = pd.concat(split, ignore_index=True).fillna(0)
+    print(both[["run", "round", "of", *[c for c in both if c not in ("run", "round", "of")]]].to_string(index=False))
 
 
 if __name__ == "__main__":

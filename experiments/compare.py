@@ -252,12 +252,18 @@ def digest_path(args: argparse.Namespace, run: Path) -> Path:
 def digest(run: Path, runs: Path) -> dict:
     """Everything the tables read of one finished run, so that they can be rewritten without its
     directory (another machine, a fresh clone): its ``metrics.json`` as :func:`load_run` reads it,
-    and from the run directory each task's :func:`chance` level, the :func:`ground_truth` of what it
-    selected, its :func:`rare_skills` and its :func:`expert_choices`; ``run_dir`` relative to ``RUNS``."""
+    and from the run directory each task's :func:`chance` level, the ground truth of what it
+    selected (``truth_counts``: :func:`analyse_selection.counts`, per round, dataset and skill, which
+    ``analyse_selection.py`` reads too; ``truth``: its :func:`ground_truth`), its :func:`rare_skills`
+    and its :func:`expert_choices`; ``run_dir`` relative to ``RUNS``."""
+    from analyse_selection import to_json
+
     r = load_run(run)
-    truth = ground_truth(r)
+    table = truth_counts(r)
+    truth = ground_truth(table)
     experts = expert_choices(r)
     return {**r, "run_dir": os.path.relpath(run, runs), "chance": chance(r, r["tasks"]), "truth": truth,
+            "truth_counts": None if table is None else to_json(table),
             "rare": list(rare_skills(r, truth)), "experts": dict(experts) if experts else None}
 
 
@@ -321,17 +327,25 @@ def chance(run: dict, tasks: list[str]) -> list[float | None]:
     return [best_constant(metric.get(t, "exact"), refs[t])[1] if t in refs else None for t in tasks]
 
 
-def ground_truth(run: dict) -> dict[str, dict[str, float]] | None:
-    """What the run selected, every round pooled, by the built-in stream's ground truth
-    (:func:`analyse_selection.over_rounds`: % wrong labels, text-only, rare and near-duplicate groups
-    per 100, of the selected and of the pool); None for a run without a pool or a selection."""
-    from analyse_selection import over_rounds
+def truth_counts(run: dict) -> "pd.DataFrame | None":
+    """:func:`analyse_selection.counts` of the run (per round, dataset and skill: pool and selected by
+    the built-in stream's ground truth); None for a run without a pool or a selection."""
+    from analyse_selection import counts, selection_rows
 
     rd = Path(run["run_dir"])
     if not RunLayout(rd).pool.samples.is_file():
         return None
-    truth = over_rounds(rd)
-    return truth if truth["selected"]["n"] else None
+    table = counts(selection_rows(rd))
+    return table if table["selected_n"].sum() else None
+
+
+def ground_truth(table: "pd.DataFrame | None") -> dict[str, dict[str, float]] | None:
+    """What the run selected, every round pooled, from its :func:`truth_counts`
+    (:func:`analyse_selection.over_rounds`: % wrong labels, text-only, rare and near-duplicate groups
+    per 100, of the selected and of the pool); None without them."""
+    from analyse_selection import over_rounds
+
+    return None if table is None else over_rounds(table)
 
 
 def rare_skills(run: dict, truth: dict[str, dict[str, float]] | None) -> tuple[float | None, float | None,

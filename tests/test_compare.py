@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
+import analyse_selection  # noqa: E402
 import compare  # noqa: E402
 
 TASKS = ["a", "b"]
@@ -108,6 +109,8 @@ def test_tables_are_rewritten_from_the_digests_without_the_run_directories(tmp_p
     # seed 0 took a/0, a/1 (rare) and a/3 (mislabelled) of the four; chance as in the hand-worked test above
     assert stored["run_dir"] == "default/random-s0" and stored["avg_accuracy"] == 0.75
     assert stored["truth"]["selected"]["n"] == 3 and stored["truth"]["pool"]["noisy %"] == 25.0
+    # per round, dataset and skill (none recorded: ""): pool n, wrong, text-only, rare, groups; selected the same
+    assert stored["truth_counts"]["rows"] == [[0, "a", "", 4, 1, 1, 2, 3, 3, 1, 1, 2, 2]]
     assert stored["chance"] == [2 / 3, 0.5]
     # the rare share goes through a percentage and back: two roundings, a few ulps
     assert stored["rare"] == pytest.approx([2 / 3, 0.5, 1.0, 1], rel=1e-15)
@@ -396,3 +399,27 @@ def test_experts_table_counts_each_experts_cluster_rounds(tmp_path):
     assert compare.experts_table([("`a`", [s0, s1]), ("`tive`", [None, None])]) == [
         "| run | cluster-rounds | `entropy` | `ppl` |", "| --- | ---: | ---: | ---: |", "| `a` | 6 | 3–5 | 1–3 |", ""]
     assert compare.experts_table([("`tive`", [None])]) == []
+
+
+def test_analyse_selection_reads_a_digest_as_it_reads_the_run_directory(tmp_path, monkeypatch, capsys):
+    """The ground truth a digest keeps (``truth_counts``) gives what the run directory gives, per
+    dataset and per skill; a stream that records no near-duplicate groups gets NaN, not 0."""
+    fake_run(tmp_path / "runs", "gdo", 0, [[0.5, 0.5]], {"avg_accuracy": 0.5}, rare_selected=1)
+    rd = tmp_path / "runs" / "default" / "gdo-s0"
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--tables-only", "--stream", "default", "--runs",
+                                      str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    compare.main()
+    capsys.readouterr()
+    printed = []
+    for src in (rd, tmp_path / "out" / "runs" / "default" / "gdo-s0.json"):
+        for extra in ([], ["--skills"]):
+            monkeypatch.setattr(sys, "argv", ["analyse_selection.py", str(src), *extra])
+            analyse_selection.main()
+            printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[2] and printed[1] == printed[3]
+    # a/0 (rare) and a/3 (mislabelled) selected: 2 of 4, one wrong, one rare, groups 0 and 2
+    lines = [line.split() for line in printed[0].splitlines()]
+    assert ["gdo-s0", "0", "selected", "2", "50.0", "0.0", "50.0", "100.0"] in lines
+    assert ["gdo-s0", "0", "pool", "4", "25.0", "25.0", "50.0", "75.0"] in lines
+    rows = analyse_selection.selection_rows(rd).drop(columns="dup_group")
+    assert analyse_selection.summarise(analyse_selection.counts(rows), "pool")["groups /100"] != 0.0  # NaN
