@@ -7,12 +7,13 @@ near-duplicate group (``meta`` in the LLaVA records). A run's ground truth comes
 how many of them are mislabelled, text-only, rare, and how many near-duplicate groups they cover.
 ``compare.py`` keeps that table in each run's digest, so this reads a run directory or a digest
 (``experiments/results/runs/<stream>/<run>.json``: a fresh clone has those). For each run and
-round it prints, for the selected samples against the whole pool: % wrong labels, % text-only
-questions, % rare skills, and near-duplicate groups per 100 selected (higher: more diverse); then
-per dataset (``--skills``: per skill) the share of the budget.
+round, and every round pooled (``all``, as the results tables count), it prints for the selected
+samples against the whole pool: % wrong labels, % text-only questions, % rare skills, and
+near-duplicate groups per 100 (higher: more diverse), per run or (``--by``) per dataset or skill;
+then each dataset's (``--by skill``: each skill's) share of the budget.
 
     python experiments/analyse_selection.py runs/adapt_inf runs/random [--round 5]
-    python experiments/analyse_selection.py experiments/results/runs/default/gdo-s0.json --skills
+    python experiments/analyse_selection.py experiments/results/runs/default/gdo-s0.json --by skill
 """
 
 from __future__ import annotations
@@ -129,29 +130,39 @@ def shares(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out).fillna(0)
 
 
+def figures(table: pd.DataFrame, run: str, by: list[str]) -> pd.DataFrame:
+    """Per round (and ``"all"``: every round pooled, as the results tables count) and ``by`` group:
+    :func:`summarise` of the pool and of the selected."""
+    lines = []
+    for t, of_round in [*table.groupby("round"), ("all", table)]:
+        for key, part in of_round.groupby(by) if by else [((), of_round)]:
+            key = key if isinstance(key, tuple) else (key,)
+            lines += [{"run": run, "round": t, **dict(zip(by, key)), "of": side, **summarise(part, side)}
+                      for side in SIDES]
+    return pd.DataFrame(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run directories or their digests (<run>.json)")
     ap.add_argument("--round", type=int, action="append", help="rounds to show (default: all)")
-    ap.add_argument("--skills", action="store_true", help="the budget's share per skill, not per dataset")
+    ap.add_argument("--by", choices=("run", "dataset", "skill"), default="run",
+                    help="the figures per run (default), per dataset or per skill; the budget's share per "
+                         "dataset, or per skill with --by skill")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
+    pd.set_option("display.max_rows", None)
+    by = {"run": [], "dataset": ["dataset"], "skill": ["dataset", "skill"]}[args.by]
     lines, split = [], []
     for run in args.runs:
         table = load_counts(run)
         name = run.stem if run.suffix == ".json" else run.name
         table = table[table["round"].isin(args.round)] if args.round else table
-        for t, of_round in table.groupby("round"):
-            lines += [{"run": name, "round": t, "of": side, **summarise(of_round, side)} for side in SIDES]
-        by = ["dataset", "skill"] if args.skills else ["dataset"]
-        split.append(shares(table, by).assign(run=name))
-    figures = pd.DataFrame(lines)
-    print(figures.round(1).to_string(index=False))
+        lines.append(figures(table, name, by))
+        split.append(shares(table, by or ["dataset"]).assign(run=name))
+    print(pd.concat(lines, ignore_index=True).round(1).to_string(index=False))
     print()
-    print("mean over the rounds shown")
-    print(figures.groupby(["run", "of"], sort=False).mean(numeric_only=True).drop(columns="round").round(1).to_string())
-    print()
-    print(f"share of each {'skill' if args.skills else 'dataset'} (%)")
+    print(f"share of each {'skill' if args.by == 'skill' else 'dataset'} (%)")
     both = pd.concat(split, ignore_index=True).fillna(0)
     print(both[["run", "round", "of", *[c for c in both if c not in ("run", "round", "of")]]].to_string(index=False))
 

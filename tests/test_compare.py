@@ -412,7 +412,7 @@ def test_analyse_selection_reads_a_digest_as_it_reads_the_run_directory(tmp_path
     capsys.readouterr()
     printed = []
     for src in (rd, tmp_path / "out" / "runs" / "default" / "gdo-s0.json"):
-        for extra in ([], ["--skills"]):
+        for extra in ([], ["--by", "skill"]):
             monkeypatch.setattr(sys, "argv", ["analyse_selection.py", str(src), *extra])
             analyse_selection.main()
             printed.append(capsys.readouterr().out)
@@ -421,5 +421,6 @@ def test_analyse_selection_reads_a_digest_as_it_reads_the_run_directory(tmp_path
     lines = [line.split() for line in printed[0].splitlines()]
     assert ["gdo-s0", "0", "selected", "2", "50.0", "0.0", "50.0", "100.0"] in lines
     assert ["gdo-s0", "0", "pool", "4", "25.0", "25.0", "50.0", "75.0"] in lines
+    assert ["gdo-s0", "all", "selected", "2", "50.0", "0.0", "50.0", "100.0"] in lines  # one round: the same
     rows = analyse_selection.selection_rows(rd).drop(columns="dup_group")
     assert analyse_selection.summarise(analyse_selection.counts(rows), "pool")["groups /100"] != 0.0  # NaN
