@@ -112,8 +112,13 @@ def to_json(table: pd.DataFrame) -> dict:
 def load_counts(path: Path) -> pd.DataFrame:
     """The :func:`counts` table of a run directory, or the one a digest (``<run>.json``) keeps."""
     if path.is_dir():
+        if not RunLayout(path).pool.samples.is_file():
+            raise SystemExit(f"{path}: not a run directory with a pool (no {RunLayout(path).pool.samples.name})")
         return counts(selection_rows(path))
-    kept = json.loads(path.read_text()).get("truth_counts")
+    try:
+        kept = json.loads(path.read_text()).get("truth_counts")
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: neither a run directory nor a readable digest ({exc})") from None
     if kept is None:
         raise SystemExit(f"{path}: this digest keeps no ground-truth counts (made before they were kept, "
                          f"or a run without a selection); give the run directory")

@@ -422,5 +422,7 @@ def test_analyse_selection_reads_a_digest_as_it_reads_the_run_directory(tmp_path
     assert ["gdo-s0", "0", "selected", "2", "50.0", "0.0", "50.0", "100.0"] in lines
     assert ["gdo-s0", "0", "pool", "4", "25.0", "25.0", "50.0", "75.0"] in lines
     assert ["gdo-s0", "all", "selected", "2", "50.0", "0.0", "50.0", "100.0"] in lines  # one round: the same
+    with pytest.raises(SystemExit, match="nope.json: neither a run directory nor a readable digest"):
+        analyse_selection.load_counts(tmp_path / "nope.json")  # one message naming the path, no traceback
     rows = analyse_selection.selection_rows(rd).drop(columns="dup_group")
     assert analyse_selection.summarise(analyse_selection.counts(rows), "pool")["groups /100"] != 0.0  # NaN
