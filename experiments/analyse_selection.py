@@ -126,11 +126,13 @@ def load_counts(path: Path) -> pd.DataFrame:
 
 
 def shares(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per round, each ``by`` group's share (%) of the selected and of the pool."""
+    """Per round, each ``by`` group's share (%) of the selected and of the pool (a dataset and skill
+    named ``dataset/skill``)."""
     out = []
     for t, of_round in table.groupby("round"):
         for side in SIDES:
             share = 100 * of_round.groupby(by)[f"{side}_n"].sum() / max(of_round[f"{side}_n"].sum(), 1)
+            share.index = ["/".join(map(str, k)) if isinstance(k, tuple) else k for k in share.index]
             out.append({"round": t, "of": side, **share.round(1).to_dict()})
     return pd.DataFrame(out).fillna(0)
 
