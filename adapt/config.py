@@ -181,12 +181,69 @@ class GdoSettings(_Section):
         "each source dataset, or over the whole pool (the reference's, over its whole metric table)")
 
 
+class HindsightNoise(_Section):
+    """Wrong labels from the loop's own loss history (training dynamics: AUM, Pleiss et al. 2020,
+    arXiv 2001.10528; forgetting events, Toneva et al. 2019, arXiv 1812.05159)."""
+
+    enabled: bool = Field(True, description="flag the samples trained last round whose loss is still far above "
+                          "their task's (robust z of log-loss among them); flagged samples are never selected "
+                          "again and are pruned first")
+    threshold: float = Field(2.5, gt=0, description="robust z (median, 1.4826·MAD) of log(loss) above which a "
+                             "sample trained last round is flagged")
+    min_trained: int = Field(20, ge=3, description="a task needs this many samples trained last round to flag any")
+
+
+class HindsightBudget(_Section):
+    """The budget split over tasks by need, with a replay floor."""
+
+    enabled: bool = Field(True, description="split the budget over tasks by need: b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / "
+                          "Σ_s p_s·L_s), p_t the task's share of the pool, L_t its mean loss now; off: b_t = B·p_t "
+                          "(what random draws on average)")
+    floor: float = Field(0.5, ge=0, le=1, description="ρ, the share of the budget split in proportion to the pool "
+                         "(the replay floor every task keeps)")
+
+
+class HindsightCoverage(_Section):
+    """Coverage inside a task."""
+
+    enabled: bool = Field(True, description="draw each task's share stratified over fine k-means clusters of the "
+                          "hidden-state embedding (proportional allocation, random inside a cluster); off: at random")
+    per_cluster: int = Field(1, ge=1, description="the task's quota over this many is its number of fine clusters")
+
+
+class HindsightUnseen(_Section):
+    """Coverage over the rounds."""
+
+    enabled: bool = Field(True, description="inside each draw (a fine cluster, or the task), the samples trained "
+                          "fewest times in earlier rounds first (never trained first), ties at random: the rounds "
+                          "together cover the pool as one training on all of it does; off: at random")
+
+
+class HindsightPrune(_Section):
+    """Pruning when ``pool.max_size`` is exceeded."""
+
+    enabled: bool = Field(True, description="the flagged samples first, then each task keeps its share of the "
+                          "pool, split uniformly over fine clusters of the hidden states and the near-duplicates "
+                          "dropped inside each (SemDeDup), so no fine cluster loses its last sample; off: random")
+    per_cluster: int = Field(2, ge=1, description="samples a task keeps over this many is its number of fine clusters")
+
+
+class HindsightSettings(_Section):
+    """``hindsight``, our continual selector (not from a paper): each part switchable for ablation."""
+
+    noise: HindsightNoise = HindsightNoise()
+    budget: HindsightBudget = HindsightBudget()
+    coverage: HindsightCoverage = HindsightCoverage()
+    unseen: HindsightUnseen = HindsightUnseen()
+    prune: HindsightPrune = HindsightPrune()
+
+
 class SelectionConfig(_Section):
     """The method and the budget; each method's own settings nested under its name."""
 
     method: str = Field(
         "random", description="the selector: full, random, multitask, adapt_inf, tive, mllm_selector, "
-        "datatailor, gdo (adapt/methods)")
+        "datatailor, gdo, hindsight (adapt/methods)")
     budget: Union[StrictInt, float] = Field(
         0.25, description="a fraction (float) of the round's pool, or a count (int)")
     adapt_inf: AdaptInfSettings = AdaptInfSettings()
@@ -194,6 +251,7 @@ class SelectionConfig(_Section):
     mllm_selector: MllmSelectorSettings = MllmSelectorSettings()
     datatailor: DataTailorSettings = DataTailorSettings()
     gdo: GdoSettings = GdoSettings()
+    hindsight: HindsightSettings = HindsightSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -153,9 +153,15 @@ class RoundLayout:
 
 @dataclass(frozen=True)
 class ReferenceLayout:
-    """``rounds/<t>/<method>``: a reference pass (TIVE's warm-up, MLLM-Selector's seed model)."""
+    """``rounds/<t>/<method>``: a method's own files of the round (TIVE's warm-up, MLLM-Selector's
+    seed model, hindsight's per-sample record)."""
 
     dir: Path
+
+    @property
+    def samples(self) -> Path:
+        """One row per pool sample: what the method measured and decided (hindsight)."""
+        return self.dir / "samples.parquet"
 
     @property
     def adapter(self) -> Path:

@@ -103,6 +103,16 @@ ROWS: dict[str, Row] = {
     # the gradients of round t on the adapter round t trains (B = 0) instead of round t-1's (issue 18, item 5)
     "adapt_inf_fresh": Row("`adapt_inf` without pruning, gradients on a fresh adapter",
                            ("selection.method=adapt_inf", "features.adapter=fresh")),
+    # ours (issue 19): each part of hindsight switched off in turn for the ablation
+    "hindsight": Row("`hindsight` (ours)", ("selection.method=hindsight",)),
+    **{f"hindsight_no_{part}": Row(f"`hindsight` without {part}", ("selection.method=hindsight",
+                                                                    f"selection.hindsight.{part}.enabled=false"))
+       for part in ("noise", "budget", "coverage")},
+    "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
+    "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
+                                   ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
+    "hindsight_lite": Row("`hindsight` LITE (a quarter of the budget, pruning)",
+                          ("selection.method=hindsight", "selection.budget=0.0625", PRUNE)),
     "multitask": Row("`multitask` (reference: one training on the union)", ("selection.method=multitask",)),
 }
 # the one-shot setting (--oneshot): each row at each ratio; Adapt-∞ without pruning (one round: none to do)

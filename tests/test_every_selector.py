@@ -120,6 +120,20 @@ def test_every_selector_runs_one_round_of_a_run(method, demo, tmp_path):
         scores = pd.read_parquet(tmp_path / "run/rounds/0/scores.parquet")
         assert set(SCORERS.names()) <= set(scores.columns)
         assert np.isfinite(scores[SCORERS.names()].to_numpy()).all()
+    if method == "hindsight":  # its per-sample record, and the report's ground-truth section, worked out here
+        from adapt.tracking.ground_truth import pool_meta, round_diagnostics
+        from adapt.tracking.report import write_report
+
+        detail = pd.read_parquet(tmp_path / "run/rounds/0/hindsight/samples.parquet")
+        assert detail["uid"].tolist() == sel["uid"].tolist() and (detail["selected"] == sel["selected"]).all()
+        assert (detail["times_trained"] == 0).all() and not detail["flagged"].any()
+        meta = pool_meta(tmp_path / "run").set_index("uid").reindex(sel["uid"])
+        diag = round_diagnostics(tmp_path / "run").iloc[0]
+        noisy = meta["noisy"].eq(True).to_numpy()
+        assert diag["% of pool"] == pytest.approx(100 * noisy.mean())
+        assert diag["wrong labels, % of selected"] == pytest.approx(100 * noisy[sel["selected"].to_numpy()].mean())
+        text = write_report([tmp_path / "run"]).read_text()
+        assert "Selection against the stream's ground truth" in text and "`hindsight`'s budget per task" in text
 
 
 def test_warm_up_is_reloaded_not_retrained(tiny_models, toy_samples, tmp_path):

@@ -6,7 +6,7 @@ Adding a method: a file here with ``@SELECTORS.register("name")`` on its selecto
 ``@SCORERS.register`` on its expert, if it has one), and one line below.
 """
 
-from adapt.methods import adapt_inf, baselines, datatailor, gdo, mllm_selector, tive  # noqa: F401  (registration)
+from adapt.methods import adapt_inf, baselines, datatailor, gdo, hindsight, mllm_selector, tive  # noqa: F401  (registration)
 from adapt.scoring import SCORERS
 from adapt.selection import SELECTORS
 

@@ -111,10 +111,10 @@ class RoundPhases:
         uids = self.pool.table(status="active", columns=["uid"])["uid"].tolist()
         store = gradient_store(bundle.model, bundle.family, self.pool.samples(uids), rd.features, fc, self.config.seed,
                                self.config.model.max_length, accelerator=self.accelerator, progress=self.progress,
-                               desc=f"round {t} features", hidden=rd.hidden if self.prunes_on_hidden() else None)
+                               desc=f"round {t} features", hidden=rd.hidden if self.writes_hidden() else None)
         which = f"round {t - 1}'s adapter" if self.models.previous_adapter(t) else "the adapter to train"
         self.log(f"  features: {store.n} samples × d={fc.dim} ({fc.projector}, {store.meta['lora_weights']:,} "
-                 f"LoRA weights of {which}){' + hidden states' if self.prunes_on_hidden() else ''}")
+                 f"LoRA weights of {which}){' + hidden states' if self.writes_hidden() else ''}")
 
     def own_pruning(self) -> bool:
         """Whether the prune phase runs the selector's own pruning, which reads the round's gradient
@@ -122,6 +122,10 @@ class RoundPhases:
         run never prunes)."""
         return self.config.pool.max_size is not None and self.selector.has_own_pruning() and \
             not one_round(self.config, self.selector)
+
+    def writes_hidden(self) -> bool:
+        """Whether the features phase also writes rounds/<t>/hidden: the pruning or the selector reads it."""
+        return self.prunes_on_hidden() or self.selector.needs_hidden()
 
     def prunes_on_hidden(self) -> bool:
         """Whether the prune phase reads rounds/<t>/hidden (``pool.prune_embedding: hidden``)."""

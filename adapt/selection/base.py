@@ -126,6 +126,11 @@ class Selector(ABC):
         """Whether ``select`` (with this run's config) reads the round's gradient features."""
         return False
 
+    def needs_hidden(self) -> bool:
+        """Whether ``select`` or ``prune`` reads the round's hidden-state embedding
+        (``rounds/<t>/hidden``, written by the gradient pass of :meth:`needs_features`)."""
+        return False
+
     @abstractmethod
     def select(self, ctx: SelectionContext) -> Selection:
         """One row per candidate with SELECTION_COLUMNS (and a summary, if the method has one)."""

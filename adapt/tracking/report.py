@@ -260,7 +260,35 @@ def _run_section(run: dict[str, Any], plots: dict[str, Path], md_dir: Path, head
         lines += [_md_table(["phase", "wall time"], [[k, format_seconds(v)] for k, v in totals.items()]), ""]
     for title, p in plots.items():
         lines += [f"![{title}]({_rel(p, md_dir)})", ""]
+    return lines + _ground_truth_section(Path(run["run_dir"]))
+
+
+def _ground_truth_section(run_dir: Path) -> list[str]:
+    """Per round, the selection against the stream's ground truth (:mod:`adapt.tracking.ground_truth`),
+    and ``hindsight``'s budget per task; nothing for a stream that records no wrong labels."""
+    from adapt.tracking.ground_truth import round_diagnostics, task_budget_table
+
+    if not RunLayout(run_dir).pool.samples.is_file():
+        return []
+    lines = []
+    diag = round_diagnostics(run_dir)
+    if diag is not None:
+        lines += ["Selection against the stream's ground truth (per round; % of the selected unless named):", "",
+                  _frame_md(diag), ""]
+    budget = task_budget_table(run_dir)
+    if budget is not None:
+        lines += ["`hindsight`'s budget per task (floor: the replay floor's part, need: the part by loss; "
+                  "flagged: wrong labels found so far):", "", _frame_md(budget), ""]
     return lines
+
+
+def _frame_md(frame: Any) -> str:
+    """A data frame as a markdown table: floats with one decimal, NaN as a dash."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return DASH if math.isnan(v) else f"{v:.1f}"
+        return str(v)
+    return _md_table([str(c) for c in frame.columns], [[cell(v) for v in row] for row in frame.itertuples(index=False)])
 
 
 def _header(runs: Sequence[dict[str, Any]], title: str) -> list[str]:

@@ -1,0 +1,293 @@
+"""``hindsight``: our continual selector (not from a paper), built on what the lifelong loop knows
+and a one-shot selector does not: every round re-scores the whole pool with the current model, so
+each sample has a loss history, and the run knows what it trained on. Five parts, each switchable
+(``selection.hindsight``, :class:`~adapt.config.HindsightSettings`) for ablation:
+
+1. **Noise** (``noise``): a sample trained last round whose loss is still far above that of the
+   task's other samples trained last round is what a wrong label looks like (training dynamics:
+   mislabelled samples are the ones training does not fit, AUM, Pleiss et al. 2020, arXiv
+   2001.10528; forgetting events, Toneva et al. 2019, arXiv 1812.05159). Among a task's samples
+   trained in round t−1, z = (log ℓ − median) / (1.4826 · MAD) of their loss ℓ under the model
+   after round t−1 (the round's gradient pass, ``features.adapter: previous``); z ≥ ``threshold``
+   flags the sample for good: it is never selected again and is pruned first.
+2. **Budget by need** (``budget``): task t (of pool share p_t, mean loss L_t over its unflagged
+   samples now) gets b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s): a replay floor ρ in proportion
+   to the pool, the rest in proportion to how much of the task is not learned (a new task, a
+   forgotten one, a hard one). Off: b_t = B·p_t, what ``random`` draws on average.
+3. **Coverage** (``coverage``): each task's b_t is drawn stratified over ⌈b_t / per_cluster⌉ fine
+   spherical k-means clusters of the hidden-state embedding (mean last hidden state, from the same
+   forward as the gradients), proportional allocation, at random inside a cluster: across the
+   task, not its top, and near-duplicates rarely twice. Off: at random inside the task.
+4. **Unseen first** (``unseen``): inside each draw, the samples trained fewest times in earlier
+   rounds first (never trained first), ties at random. ``random`` re-draws samples already trained
+   on while others never are (a quarter of each round's pool: a sample of the first dataset is
+   never trained in 0.75⁶ ≈ 18% of six rounds), where one training on the union (``multitask``)
+   sees each once; here the rounds together cover the pool first.
+5. **Pruning** (``prune``, when ``pool.max_size`` is exceeded): the flagged first; then each task
+   keeps its share of the pool, split uniformly over ⌈keep_t / per_cluster⌉ fine clusters of the
+   hidden states (small clusters kept whole: no skill loses its last sample) and, inside each,
+   SemDeDup's least redundant (:mod:`adapt.selection.pruning`). Off: the loop's random pruning.
+
+Needs ``features.enabled: true``. Per round it writes ``rounds/<t>/hindsight/samples.parquet``
+(uid, task, loss, z, flagged, times trained before, fine cluster, selected) and
+``rounds/<t>/selector.json`` (per task: pool, flagged, mean loss, the floor's and the need's share
+of the budget, clusters covered, never-trained samples selected).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from adapt.io import read_parquet, write_with_atomic
+from adapt.layout import RoundLayout, round_name
+from adapt.selection.base import SELECTORS, PruneContext, Pruning, Selection, SelectionContext, Selector, selection_frame
+from adapt.selection.budget import split_proportional, split_weighted
+from adapt.selection.inputs import per_task_rows, round_store
+
+MAD_SCALE = 1.4826  # MAD → standard deviation of a normal
+LOSS_FLOOR = 1e-6   # log(ℓ) of a loss of exactly 0
+
+
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """(x − median) / (1.4826 · MAD); all zeros when the MAD is 0 (no spread: nothing stands out)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return x
+    med = np.median(x)
+    mad = MAD_SCALE * np.median(np.abs(x - med))
+    return (x - med) / mad if mad > 0 else np.zeros_like(x)
+
+
+def noise_flags(tasks: np.ndarray, loss: np.ndarray, trained: np.ndarray, threshold: float,
+                min_trained: int) -> tuple[np.ndarray, np.ndarray]:
+    """Part 1: (flag, z) per row. Within each task, among the rows ``trained`` last round (at least
+    ``min_trained`` of them), z is the robust z of log(loss); a row is flagged when z ≥ ``threshold``.
+    Rows not trained last round get z = NaN and no flag."""
+    z = np.full(len(loss), np.nan)
+    for rows in per_task_rows(tasks).values():
+        rows = rows[np.asarray(trained)[rows]]
+        if len(rows) >= min_trained:
+            z[rows] = robust_z(np.log(np.maximum(np.asarray(loss, dtype=np.float64)[rows], LOSS_FLOOR)))
+    return np.nan_to_num(z, nan=-np.inf) >= threshold, z
+
+
+@dataclass
+class TaskBudget:
+    """Part 2's split: each task's weight (its share of the budget before rounding), the floor's
+    and the need's part of it, and its quota."""
+
+    floor: dict[str, float]
+    need: dict[str, float]
+    quota: dict[str, int]
+
+
+def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float) -> TaskBudget:
+    """Part 2: b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with p_t = n_t / Σ n, L_t = ``need[t]``,
+    ρ = ``floor`` (1: in proportion to the pool). Integer quotas by largest remainder, capped at
+    n_t (a capped task's excess goes to the others by weight); they sum to min(B, Σ n)."""
+    names = list(sizes)
+    n = np.asarray([sizes[t] for t in names], dtype=np.float64)
+    p = n / n.sum() if n.sum() > 0 else n
+    pl = p * np.asarray([max(float(need[t]), 0.0) for t in names])
+    needs = pl / pl.sum() if pl.sum() > 0 else p
+    part_floor, part_need = floor * p, (1.0 - floor) * needs
+    quotas = split_weighted([sizes[t] for t in names], (part_floor + part_need).tolist(), budget)
+    return TaskBudget(dict(zip(names, (budget * part_floor).tolist())), dict(zip(names, (budget * part_need).tolist())),
+                      dict(zip(names, (int(q) for q in quotas))))
+
+
+def fine_clusters(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Spherical k-means labels of the rows ``x`` into ``k`` fine clusters (capped at the rows)."""
+    from adapt.selection.clustering import spherical_kmeans
+
+    return spherical_kmeans(x, max(1, min(int(k), len(x))), seed).labels
+
+
+def stratified_draw(labels: np.ndarray, quota: int, rng: np.random.Generator,
+                    priority: np.ndarray | None = None) -> np.ndarray:
+    """Part 3: ``quota`` positions, split over the clusters of ``labels`` in proportion to their
+    sizes (largest remainder); inside each, the lowest ``priority`` first (part 5: times trained
+    before), ties at random (no ``priority``: at random)."""
+    labels = np.asarray(labels)
+    names = np.unique(labels)
+    members = [np.flatnonzero(labels == c) for c in names]
+    shares = split_proportional([len(m) for m in members], quota)
+    picks = [m[_first(priority[m] if priority is not None else np.zeros(len(m)), q, rng)]
+             for m, q in zip(members, shares) if q > 0]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+
+
+def _first(priority: np.ndarray, q: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``q`` positions of lowest ``priority``, ties broken by a random permutation."""
+    return np.lexsort((rng.permutation(len(priority)), np.asarray(priority)))[:q]
+
+
+def times_trained(files: RoundLayout, t: int, uids: list[str]) -> np.ndarray:
+    """Part 5: how many of rounds 0 … t−1 trained on each uid (their selection.parquet)."""
+    count = pd.Series(0, index=pd.Index(uids), dtype=np.int64)
+    for r in range(t):
+        path = RoundLayout(files.dir.parent / round_name(r)).selection
+        if path.is_file():
+            sel = read_parquet(path, columns=["uid", "selected"])
+            hit = count.index.isin(sel.loc[sel["selected"], "uid"])
+            count[hit] += 1
+    return count.to_numpy()
+
+
+def previous_flags(files: RoundLayout, t: int) -> set[str]:
+    """The uids flagged up to round t−1 (its ``hindsight/samples.parquet``)."""
+    path = _samples_path(RoundLayout(files.dir.parent / round_name(t - 1))) if t > 0 else None
+    if path is None or not path.is_file():
+        return set()
+    prev = read_parquet(path, columns=["uid", "flagged"])
+    return set(prev.loc[prev["flagged"], "uid"])
+
+
+def trained_last_round(files: RoundLayout, t: int) -> set[str]:
+    """The uids round t−1 trained on (its selection.parquet)."""
+    path = RoundLayout(files.dir.parent / round_name(t - 1)).selection if t > 0 else None
+    if path is None or not path.is_file():
+        return set()
+    sel = read_parquet(path, columns=["uid", "selected"])
+    return set(sel.loc[sel["selected"], "uid"])
+
+
+def _samples_path(files: RoundLayout) -> Path:
+    return files.method("hindsight").samples
+
+
+@SELECTORS.register("hindsight")
+class Hindsight(Selector):
+    name = "hindsight"
+    needs_model = False  # everything it reads is in the round's gradient pass
+
+    def needs_features(self) -> bool:
+        return True
+
+    def needs_hidden(self) -> bool:
+        st = self.config.selection.hindsight
+        return st.coverage.enabled or (st.prune.enabled and self.config.pool.max_size is not None)
+
+    def select(self, ctx: SelectionContext) -> Selection:
+        st = self.config.selection.hindsight
+        files = ctx.round_files(self.name)
+        store = round_store(ctx, self.name)
+        uids = ctx.pool["uid"].tolist()
+        tasks = ctx.pool["task"].to_numpy(dtype=object)
+        loss = store.scores()["loss"].to_numpy(dtype=np.float64)
+        n = len(uids)
+        trained = np.isin(uids, list(trained_last_round(files, ctx.round)))
+        flagged_before = np.isin(uids, list(previous_flags(files, ctx.round)))
+        if st.noise.enabled:
+            new_flag, z = noise_flags(tasks, loss, trained, st.noise.threshold, st.noise.min_trained)
+            flagged = flagged_before | new_flag
+        else:
+            new_flag, z, flagged = np.zeros(n, bool), np.full(n, np.nan), np.zeros(n, bool)
+        rows_of = per_task_rows(tasks)
+        avail = {t: r[~flagged[r]] for t, r in rows_of.items()}
+        need = {t: float(loss[r].mean()) if len(r) else 0.0 for t, r in avail.items()}
+        split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
+                             st.budget.floor if st.budget.enabled else 1.0)
+        hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
+        seen = times_trained(files, ctx.round, uids)
+        priority = seen if st.unseen.enabled else None
+        rng = np.random.default_rng(ctx.seed)
+        selected = np.zeros(n, dtype=bool)
+        fine = np.full(n, -1, dtype=np.int64)
+        offset = 0
+        for i, (t, rows) in enumerate(avail.items()):
+            q = split.quota[t]
+            if hidden is not None and len(rows):
+                labels = fine_clusters(hidden[rows], math.ceil(max(q, 1) / st.coverage.per_cluster), ctx.seed + i)
+                fine[rows] = labels + offset
+                offset += int(labels.max()) + 1
+                picked = rows[stratified_draw(labels, q, rng, None if priority is None else priority[rows])]
+            else:
+                picked = rows[stratified_draw(np.zeros(len(rows), np.int64), q, rng,
+                                              None if priority is None else priority[rows])]
+            selected[picked] = True
+        short = ctx.budget - int(selected.sum())  # more flagged than the budget leaves room for: fill at random
+        if short > 0:
+            rest = np.flatnonzero(~selected)
+            selected[rng.choice(rest, size=min(short, len(rest)), replace=False)] = True
+        detail = pd.DataFrame({"uid": uids, "task": tasks, "loss": loss, "z": z, "flagged": flagged,
+                               "new_flag": new_flag, "trained_last_round": trained, "times_trained": seen, "fine_cluster": fine,
+                               "selected": selected})
+        path = _samples_path(files)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_with_atomic(path, lambda tmp: detail.to_parquet(tmp, index=False))
+        summary = {"parts": {"noise": st.noise.enabled, "budget": st.budget.enabled,
+                             "coverage": st.coverage.enabled, "unseen": st.unseen.enabled, "prune": st.prune.enabled},
+                   "tasks": {t: {"pool": int(len(rows_of[t])), "flagged": int(flagged[rows_of[t]].sum()),
+                                 "new_flags": int(new_flag[rows_of[t]].sum()),
+                                 "trained_last_round": int(trained[rows_of[t]].sum()),
+                                 "mean_loss": round(need[t], 6), "floor_share": round(split.floor[t], 3),
+                                 "need_share": round(split.need[t], 3), "quota": split.quota[t],
+                                 "selected": int(selected[rows_of[t]].sum()),
+                                 "never_trained_selected": int((selected & (seen == 0))[rows_of[t]].sum()),
+                                 "fine_clusters": int(len(np.unique(fine[avail[t]]))) if hidden is not None else 0,
+                                 "clusters_covered": int(len(np.unique(fine[rows_of[t][selected[rows_of[t]]]])))
+                                 if hidden is not None else 0}
+                             for t in rows_of}}
+        return Selection(selection_frame(ctx.pool, selected, scores=loss, clusters=fine,
+                                         experts=np.where(flagged, "flagged", "")), summary)
+
+    def prune(self, ctx: PruneContext) -> Pruning | None:
+        """Part 5: the flagged first, then near-duplicates inside each task's fine clusters of the
+        hidden states, each task keeping its share of what is left. None (the loop's random
+        pruning) when the part is off or the round's files do not match the active pool."""
+        from adapt.features.store import FeatureStore
+        from adapt.selection.pruning import semdedup_keep
+
+        st = self.config.selection.hindsight.prune
+        samples = _samples_path(ctx.files)
+        if not st.enabled or not FeatureStore.exists(ctx.files.hidden) or not samples.is_file():
+            return None
+        store = FeatureStore(ctx.files.hidden)
+        detail = read_parquet(samples, columns=["uid", "task", "flagged"])
+        uids = ctx.active["uid"].tolist()
+        if store.uids() != uids or detail["uid"].tolist() != uids:
+            return None
+        flagged = detail["flagged"].to_numpy()
+        excess = len(uids) - ctx.limit
+        rng = np.random.default_rng(ctx.seed)
+        flagged_rows = np.flatnonzero(flagged)
+        if len(flagged_rows) >= excess:
+            drop = rng.choice(flagged_rows, size=excess, replace=False)
+            return Pruning([uids[i] for i in np.sort(drop)], f"hindsight: {excess} flagged as wrong labels")
+        rows_of = {t: r[~flagged[r]] for t, r in per_task_rows(detail["task"].to_numpy(dtype=object)).items()}
+        keeps = split_proportional([len(r) for r in rows_of.values()], ctx.limit)
+        x = store.features()
+        kept = []
+        for i, (rows, keep) in enumerate(zip(rows_of.values(), keeps)):
+            if keep <= 0 or not len(rows):
+                continue
+            xt = np.asarray(x[rows], dtype=np.float32)
+            labels = fine_clusters(xt, math.ceil(keep / st.per_cluster), ctx.seed + i)
+            kept.append(rows[semdedup_keep(xt, labels, keep, order=ctx.order, split="uniform", index=ctx.index,
+                                           seed=ctx.seed)])
+        keep_rows = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        dropped = np.setdiff1d(np.arange(len(uids)), keep_rows)
+        return Pruning([uids[i] for i in dropped],
+                       f"hindsight: {len(flagged_rows)} flagged as wrong labels, then semdedup on hidden inside "
+                       f"each task's fine clusters (order {ctx.order}, index {ctx.index})")
+
+
+def _hidden_rows(files: RoundLayout, uids: list[str]) -> np.ndarray:
+    """The round's hidden-state embedding (rounds/<t>/hidden), in pool order."""
+    from adapt.errors import AdaptError
+    from adapt.features.store import FeatureStore
+
+    if not FeatureStore.exists(files.hidden):
+        raise AdaptError(f"{files.hidden}: selection.method=hindsight's coverage needs the round's hidden states "
+                         "(computed with the gradients; set features.enabled=true)")
+    store = FeatureStore(files.hidden)
+    if store.uids() != uids:
+        raise AdaptError(f"{files.hidden}: hidden states of another pool; remove the folder to recompute")
+    return np.asarray(store.features(), dtype=np.float32)

@@ -1,0 +1,182 @@
+"""``hindsight`` (our selector, adapt/methods/hindsight.py) on constructed data, against hand
+computations: the robust z and the noise flags, the budget by need, the stratified draw, and one
+round's selection and pruning from constructed feature stores and a previous round's selection."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adapt.config import ExperimentConfig
+from adapt.features.store import SCORE_COLUMNS, FeatureStore
+from adapt.layout import RoundLayout
+from adapt.methods.hindsight import (MAD_SCALE, Hindsight, noise_flags, robust_z, stratified_draw, task_budgets,
+                                     times_trained)
+from adapt.selection.base import PruneContext, SelectionContext
+
+
+def test_robust_z_by_hand():
+    # median 3, |x - 3| = [2, 1, 0, 1, 97] -> MAD 1
+    z = robust_z(np.array([1.0, 2, 3, 4, 100]))
+    assert z.tolist() == pytest.approx([-2 / MAD_SCALE, -1 / MAD_SCALE, 0.0, 1 / MAD_SCALE, 97 / MAD_SCALE])
+    assert robust_z(np.array([5.0, 5.0, 5.0, 9.0])).tolist() == [0.0, 0.0, 0.0, 0.0]  # MAD 0: nothing stands out
+
+
+def test_noise_flags_only_trained_rows_of_a_task_with_enough_of_them():
+    # task a: 20 trained rows with losses e^{0..19 step 0.1} (log-loss 0, 0.1, ..., 1.9: median 0.95, MAD 0.5)
+    # and one more trained row at loss e^{3.2}: z = (3.2 - 1.0) / (1.4826 * 0.5) = 2.97 -> not flagged at 3,
+    # flagged at 2.9; an untrained row of loss e^9 is never flagged; task b has too few trained rows
+    log_a = np.r_[np.arange(20) * 0.1, 3.2]
+    loss = np.exp(np.r_[log_a, 9.0, 5.0, 0.0, 0.0])
+    tasks = np.array(["a"] * 22 + ["b"] * 3, dtype=object)
+    trained = np.r_[np.ones(21, bool), False, True, True, True]
+    med = np.median(log_a)
+    mad = MAD_SCALE * np.median(np.abs(log_a - med))
+    flag, z = noise_flags(tasks, loss, trained, threshold=3.0, min_trained=20)
+    assert z[20] == pytest.approx((3.2 - med) / mad)
+    assert not flag.any() and (z[20] < 3.0)
+    flag, z = noise_flags(tasks, loss, trained, threshold=2.9, min_trained=20)
+    assert np.flatnonzero(flag).tolist() == [20]
+    assert np.isnan(z[21]) and np.isnan(z[22:]).all()  # untrained, and task b (3 trained < 20)
+
+
+def test_task_budgets_by_hand():
+    # p = (1/2, 1/2), L = (1, 3): need shares (1/4, 3/4); weights 0.5*p + 0.5*need = (0.375, 0.625) of 40
+    tb = task_budgets({"a": 100, "b": 100}, {"a": 1.0, "b": 3.0}, 40, floor=0.5)
+    assert tb.quota == {"a": 15, "b": 25}
+    assert tb.floor == pytest.approx({"a": 10.0, "b": 10.0}) and tb.need == pytest.approx({"a": 5.0, "b": 15.0})
+    assert task_budgets({"a": 100, "b": 100}, {"a": 1.0, "b": 3.0}, 40, floor=1.0).quota == {"a": 20, "b": 20}
+    # all need on b, which holds 10: capped, the other 30 go to a (no weight left: spread over what is open)
+    assert task_budgets({"a": 100, "b": 10}, {"a": 0.0, "b": 5.0}, 40, floor=0.0).quota == {"a": 30, "b": 10}
+
+
+def test_stratified_draw_splits_in_proportion_to_cluster_sizes():
+    labels = np.array([0] * 6 + [1] * 3 + [2])
+    # 5 of 10: shares 3, 1.5, 0.5 -> 3, 1, 0 and the one left to the first largest remainder (cluster 1)
+    picked = stratified_draw(labels, 5, np.random.default_rng(0))
+    assert len(set(picked.tolist())) == 5
+    assert np.bincount(labels[picked], minlength=3).tolist() == [3, 2, 0]
+
+
+def test_stratified_draw_takes_the_lowest_priority_first_inside_each_cluster():
+    labels = np.array([0] * 6 + [1] * 4)
+    seen = np.array([2, 0, 1, 0, 3, 1, 1, 0, 0, 2])
+    picked = stratified_draw(labels, 5, np.random.default_rng(0), priority=seen)
+    # shares 3 and 2: cluster 0 takes its rows of priority 0, 0, then one of the two 1s; cluster 1 its two 0s
+    assert sorted(picked[labels[picked] == 1].tolist()) == [7, 8]
+    c0 = sorted(picked[labels[picked] == 0].tolist())
+    assert c0[:2] == [1, 3] and c0[2] in (2, 5)
+
+
+# ----------------------------------------------------------------------------------------------- one round
+DIM = 4
+
+
+def _store(root, uids, rows, loss=None):
+    cols = SCORE_COLUMNS if loss is not None else ("tokens",)
+    st = FeatureStore.create(root, uids, DIM, columns=cols)
+    scores = np.zeros((len(uids), len(cols)), np.float32)
+    if loss is not None:
+        scores[:, cols.index("loss")] = loss
+    st.write_rows(np.arange(len(uids)), rows, scores)
+    return st
+
+
+@pytest.fixture()
+def round1(tmp_path):
+    """Round 1 of a run: task a (40 samples, 20 of them trained in round 0, one of those with a loss
+    far above the others) and a new task b (20 samples, loss 4); hidden states in two tight groups
+    per task."""
+    rng = np.random.default_rng(0)
+    uids = [f"a/{i}" for i in range(40)] + [f"b/{i}" for i in range(20)]
+    tasks = ["a"] * 40 + ["b"] * 20
+    loss = np.r_[np.exp(rng.normal(-3, 0.3, 40)), np.full(20, 4.0)]
+    loss[7] = 2.0  # trained last round and still high: a wrong label
+    centres = np.eye(DIM)
+    group = np.r_[np.arange(40) % 2, 2 + np.arange(20) % 2]
+    hidden = centres[group] + 0.01 * rng.normal(size=(60, DIM))
+    r0, r1 = RoundLayout(tmp_path / "rounds" / "0"), RoundLayout(tmp_path / "rounds" / "1")
+    r0.dir.mkdir(parents=True)
+    pd.DataFrame({"uid": uids[:40], "selected": np.arange(40) < 20}).to_parquet(r0.selection)
+    _store(r1.features, uids, rng.normal(size=(60, DIM)), loss)
+    _store(r1.hidden, uids, hidden)
+    pool = pd.DataFrame({"uid": uids, "dataset": tasks, "task": tasks, "round_added": [0] * 40 + [1] * 20})
+    return pool, r1, loss, group
+
+
+def _select(pool, files, n_select=24, **sets):
+    cfg = ExperimentConfig()
+    cfg = cfg.model_copy(update={"selection": cfg.selection.model_copy(update={"method": "hindsight"})})
+    hs = cfg.selection.hindsight
+    for part, on in sets.items():
+        setattr(hs, part, getattr(hs, part).model_copy(update={"enabled": on}))
+    sel = Hindsight(cfg)
+    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=n_select,
+                           seed=0, config=cfg, files=files)
+    return sel, sel.select(ctx)
+
+
+def test_one_round_flags_the_wrong_label_and_splits_the_budget_by_need(round1):
+    pool, files, loss, group = round1
+    sel, out = _select(pool, files)
+    table = out.table.set_index("uid")
+    assert not table.loc["a/7", "selected"] and table.loc["a/7", "expert"] == "flagged"
+    detail = pd.read_parquet(files.dir / "hindsight" / "samples.parquet").set_index("uid")
+    assert detail["flagged"].sum() == 1 and detail.loc["a/7", "new_flag"]
+    # the budget by need over the 39 unflagged a-samples and the 20 b-samples, as task_budgets computes it
+    mean_a = float(np.mean(np.delete(loss[:40], 7)))
+    expected = task_budgets({"a": 39, "b": 20}, {"a": mean_a, "b": 4.0}, 24, 0.5).quota
+    counts = out.table.loc[out.table["selected"], "task"].value_counts().to_dict()
+    assert counts == expected and sum(counts.values()) == 24
+    assert out.summary["tasks"]["a"]["flagged"] == 1 and out.summary["tasks"]["b"]["quota"] == expected["b"]
+    # coverage: each task's draw spread over its two hidden-state groups in proportion (k = quota fine clusters)
+    chosen = group[out.table["selected"].to_numpy()]
+    for g, t in ((0, "a"), (1, "a"), (2, "b"), (3, "b")):
+        assert abs(int((chosen == g).sum()) - expected[t] / 2) <= 1
+
+
+def test_unseen_first_takes_the_samples_never_trained(round1):
+    pool, files, loss, group = round1
+    assert times_trained(files, 1, pool["uid"].tolist()).tolist() == [1] * 20 + [0] * 40
+    _, out = _select(pool, files, coverage=False)
+    picked_a = out.table.loc[out.table["selected"] & (out.table["task"] == "a"), "uid"]
+    assert len(picked_a) > 0 and all(int(u.split("/")[1]) >= 20 for u in picked_a)  # round 0 trained a/0..a/19
+    detail = pd.read_parquet(files.dir / "hindsight" / "samples.parquet")
+    assert detail["times_trained"].tolist() == [1] * 20 + [0] * 40
+
+
+def test_parts_off_give_randoms_expected_split(round1):
+    pool, files, loss, group = round1
+    _, out = _select(pool, files, noise=False, budget=False, coverage=False, unseen=False)
+    counts = out.table.loc[out.table["selected"], "task"].value_counts().to_dict()
+    assert counts == {"a": 16, "b": 8}  # 24 in proportion to 40 : 20
+    assert (out.table["cluster"] == -1).all() and (out.table["expert"] == "").all()
+
+
+def test_prune_drops_the_flagged_first_and_keeps_every_fine_cluster(round1):
+    pool, files, loss, group = round1
+    sel, out = _select(pool, files)
+    pd.DataFrame(out.table).to_parquet(files.selection)
+    active = pool[["uid"]]
+    ctx = PruneContext(1, active, limit=59, seed=0, files=files, embedding=files.features)
+    assert sel.prune(ctx).uids == ["a/7"]  # one to drop: the flagged
+    ctx = PruneContext(1, active, limit=30, seed=0, files=files, embedding=files.features)
+    pruned = sel.prune(ctx)
+    kept = np.setdiff1d(np.arange(60), [pool["uid"].tolist().index(u) for u in pruned.uids])
+    assert "a/7" in pruned.uids and len(kept) == 30
+    # each task keeps its share of the unflagged 59 (30 * 39/59 = 19.8 -> 20, 10.2 -> 10); every group keeps some
+    assert (pool["task"].to_numpy()[kept] == "a").sum() == 20
+    assert set(group[kept].tolist()) == {0, 1, 2, 3}
+    assert "flagged" in pruned.reason
+
+
+def test_summary_is_json(round1):
+    pool, files, loss, group = round1
+    _, out = _select(pool, files)
+    assert json.loads(json.dumps(out.summary))["parts"] == {"noise": True, "budget": True, "coverage": True,
+                                                           "unseen": True, "prune": True}
+    assert math.isclose(sum(t["floor_share"] for t in out.summary["tasks"].values()), 12.0, abs_tol=1e-2)
