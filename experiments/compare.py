@@ -471,6 +471,39 @@ def claims(runs: dict[str, list[dict]], rare: dict[str, list[tuple]]) -> list[li
     return out
 
 
+# hindsight's targets (issue 19), each as (question, metric, row, the reference per seed from every row's value
+# at that seed, the rows the reference reads, sign): met when sign · (row − reference) > 0 beyond seed noise
+TARGETS = (
+    ("A ≥ `random` + ½ (`multitask` − `random`)", "avg_accuracy", "hindsight",
+     lambda v: v["random"] + 0.5 * (v["multitask"] - v["random"]), ("random", "multitask"), +1),
+    ("A above `random`'s", "avg_accuracy", "hindsight", lambda v: v["random"], ("random",), +1),
+    ("F no higher than `random`'s", "forgetting", "hindsight", lambda v: v["random"], ("random",), -1),
+    ("pool capped at half: A ≥ `random` without a cap", "avg_accuracy", "hindsight_pruned", lambda v: v["random"],
+     ("random",), +1),
+    ("a quarter of the budget: A ≥ `random` LITE + 10", "avg_accuracy", "hindsight_lite",
+     lambda v: v["random_lite"] + 0.10, ("random_lite",), +1),
+)
+
+
+def targets(runs: dict[str, list[dict]]) -> list[list[str]]:
+    """Table rows for :data:`TARGETS`, paired by seed over the seeds every row involved has: the
+    row's value, the reference's, their difference (mean ± std over the seeds) and the
+    :func:`verdict` ("holds": met beyond seed noise). Targets whose rows did not run are left out."""
+    out = []
+    for question, metric, row, reference, reads, sign in TARGETS:
+        if row not in runs or any(r not in runs for r in reads):
+            continue
+        value = {n: {r["config"].get("seed"): r.get(metric) for r in runs[n]} for n in (row, *reads)}
+        seeds = sorted(s for s in value[row] if all(value[n].get(s) is not None for n in (row, *reads)))
+        if not seeds:
+            continue
+        mine = [value[row][s] for s in seeds]
+        ref = [reference({n: value[n][s] for n in reads}) for s in seeds]
+        diffs = [a - b for a, b in zip(mine, ref)]
+        out.append([question, mean_std(mine), mean_std(ref), mean_std(diffs), str(len(seeds)), verdict(diffs, sign)])
+    return out
+
+
 RANDOM_CONTROLS = ("random", "random_pruned", "random_lite")  # random selection at each sample count of the grid
 
 
@@ -613,6 +646,11 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
               "by seed; difference = mean ± std over the seeds of the per-seed difference; a claim holds or fails "
               "when the mean difference exceeds its std, otherwise it is within seed noise):", ""]
     lines += _md(["claim", "Adapt-∞", "other", "difference", "seeds", "verdict"], claims(runs, rare))
+    if met := targets(runs):
+        lines += ["`hindsight`'s targets (issue 19) on this stream, paired by seed: the row's value, the reference "
+                  "computed from the other rows at the same seed, their difference (mean ± std over the seeds); "
+                  "holds: met by more than the std:", ""]
+        lines += _md(["target", "`hindsight` row", "reference", "difference", "seeds", "verdict"], met)
 
     first = {n: rs[0] for n, rs in runs.items()}
     plot_accuracy_matrices({n: (r["accuracy_matrix"], r["tasks"]) for n, r in first.items()},

@@ -426,3 +426,20 @@ def test_analyse_selection_reads_a_digest_as_it_reads_the_run_directory(tmp_path
         analyse_selection.load_counts(tmp_path / "nope.json")  # one message naming the path, no traceback
     rows = analyse_selection.selection_rows(rd).drop(columns="dup_group")
     assert analyse_selection.summarise(analyse_selection.counts(rows), "pool")["groups /100"] != 0.0  # NaN
+
+
+def test_hindsight_targets_read_the_reference_from_the_other_rows_at_the_same_seed(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    # per seed: random 0.60 / 0.70, multitask 0.80 / 0.90 -> half the gap: 0.70 / 0.80; hindsight 0.75 / 0.82
+    for seed, a_h, a_r, a_m in ((0, 0.75, 0.6, 0.8), (1, 0.82, 0.7, 0.9)):
+        for name, a in (("hindsight", a_h), ("random", a_r), ("multitask", a_m)):
+            fake_run(runs, name, seed, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": a, "forgetting": 0.1,
+                     "samples_trained": [5, 5]}, rare_selected=1)
+    args = argparse.Namespace(stream="default", rows=["random", "hindsight", "multitask"], seeds=[0, 1], runs=runs,
+                              out=out, config=Path("configs/demo.yaml"), scale=1.0)
+    md = compare.write_results(args, compare.collect(args)).read_text()
+    met = md.split("`hindsight`'s targets")[1]
+    # differences 0.05, 0.02: mean 3.5, std 2.1 -> holds
+    assert "| A ≥ `random` + ½ (`multitask` − `random`) | 78.5 ± 4.9 | 75.0 ± 7.1 | 3.5 ± 2.1 | 2 | holds |" in met
+    assert "| F no higher than `random`'s | 10.0 ± 0.0 | 10.0 ± 0.0 | 0.0 ± 0.0 | 2 | equal |" in met
+    assert "pool capped at half" not in met  # hindsight_pruned did not run
