@@ -107,7 +107,7 @@ ROWS: dict[str, Row] = {
     "hindsight": Row("`hindsight` (ours)", ("selection.method=hindsight",)),
     **{f"hindsight_no_{part}": Row(f"`hindsight` without {part}", ("selection.method=hindsight",
                                                                     f"selection.hindsight.{part}.enabled=false"))
-       for part in ("noise", "budget", "coverage")},
+       for part in ("noise", "budget", "coverage", "unseen")},
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
