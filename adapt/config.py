@@ -201,6 +201,10 @@ class HindsightBudget(_Section):
                           "(what random draws on average)")
     floor: float = Field(0.5, ge=0, le=1, description="ρ, the share of the budget split in proportion to the pool "
                          "(the replay floor every task keeps)")
+    need: Literal["loss", "error"] = Field(
+        "loss", description="L_t, how far the task is from learned: loss, its samples' mean loss (nats, unbounded: "
+        "a new task's 5–15 takes almost all of the need share); error, their mean 1 − exp(−loss) (the answer's "
+        "per-token error rate, bounded by 1: a new task counts at most 1, a half-learned old one about ½)")
 
 
 class HindsightCoverage(_Section):

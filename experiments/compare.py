@@ -108,6 +108,8 @@ ROWS: dict[str, Row] = {
     **{f"hindsight_no_{part}": Row(f"`hindsight` without {part}", ("selection.method=hindsight",
                                                                     f"selection.hindsight.{part}.enabled=false"))
        for part in ("noise", "budget", "coverage", "unseen")},
+    "hindsight_need_error": Row("`hindsight`, need as the error rate", ("selection.method=hindsight",
+                                                                        "selection.hindsight.budget.need=error")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),

@@ -15,7 +15,7 @@ from adapt.config import ExperimentConfig
 from adapt.features.store import SCORE_COLUMNS, FeatureStore
 from adapt.layout import RoundLayout
 from adapt.methods.hindsight import (MAD_SCALE, Hindsight, noise_flags, robust_z, stratified_draw, task_budgets,
-                                     times_trained)
+                                     task_need, times_trained)
 from adapt.selection.base import PruneContext, SelectionContext
 
 
@@ -137,6 +137,29 @@ def test_one_round_flags_the_wrong_label_and_splits_the_budget_by_need(round1):
     chosen = group[out.table["selected"].to_numpy()]
     for g, t in ((0, "a"), (1, "a"), (2, "b"), (3, "b")):
         assert abs(int((chosen == g).sum()) - expected[t] / 2) <= 1
+
+
+def test_task_need_by_hand():
+    loss = np.array([0.0, math.log(2), math.log(4)])  # exp(-loss) = 1, 1/2, 1/4
+    assert task_need(loss, "loss") == pytest.approx(math.log(8) / 3)
+    assert task_need(loss, "error") == pytest.approx((0 + 0.5 + 0.75) / 3)
+    assert task_need(np.zeros(0), "error") == 0.0
+
+
+def test_need_as_the_error_rate_gives_old_tasks_more_than_the_loss_does(round1):
+    pool, files, loss, group = round1
+    cfg = ExperimentConfig.model_validate({"selection": {"method": "hindsight",
+                                                         "hindsight": {"budget": {"need": "error"}}}})
+    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=24,
+                           seed=0, config=cfg, files=files)
+    out = Hindsight(cfg).select(ctx)
+    kept_a = np.delete(loss[:40], 7)  # a/7 flagged, as with the loss
+    need = {"a": float(np.mean(1 - np.exp(-kept_a))), "b": 1 - math.exp(-4.0)}
+    expected = task_budgets({"a": 39, "b": 20}, need, 24, 0.5).quota
+    assert out.table.loc[out.table["selected"], "task"].value_counts().to_dict() == expected
+    assert out.summary["tasks"]["a"]["need"] == pytest.approx(need["a"], abs=1e-6)
+    by_loss = task_budgets({"a": 39, "b": 20}, {"a": float(kept_a.mean()), "b": 4.0}, 24, 0.5).quota
+    assert expected["a"] > by_loss["a"]
 
 
 def test_unseen_first_takes_the_samples_never_trained(round1):

@@ -13,7 +13,10 @@ each sample has a loss history, and the run knows what it trained on. Five parts
 2. **Budget by need** (``budget``): task t (of pool share p_t, mean loss L_t over its unflagged
    samples now) gets b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s): a replay floor ρ in proportion
    to the pool, the rest in proportion to how much of the task is not learned (a new task, a
-   forgotten one, a hard one). Off: b_t = B·p_t, what ``random`` draws on average.
+   forgotten one, a hard one). L_t is the mean loss (``need: loss``) or the mean per-token error
+   rate 1 − exp(−ℓ) (``need: error``, bounded, so a new task's large loss does not take the whole
+   need share from old tasks still far from learned). Off: b_t = B·p_t, what ``random`` draws on
+   average.
 3. **Coverage** (``coverage``): each task's b_t is drawn stratified over ⌈b_t / per_cluster⌉ fine
    spherical k-means clusters of the hidden-state embedding (mean last hidden state, from the same
    forward as the gradients), proportional allocation, at random inside a cluster: across the
@@ -100,6 +103,16 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
     quotas = split_weighted([sizes[t] for t in names], (part_floor + part_need).tolist(), budget)
     return TaskBudget(dict(zip(names, (budget * part_floor).tolist())), dict(zip(names, (budget * part_need).tolist())),
                       dict(zip(names, (int(q) for q in quotas))))
+
+
+def task_need(loss: np.ndarray, measure: str) -> float:
+    """Part 2's L_t of a task from its samples' losses ℓ: their mean (``loss``), or the mean of
+    1 − exp(−ℓ) (``error``: ℓ is the answer's mean token NLL, so exp(−ℓ) is the geometric mean of
+    the answer tokens' probabilities and 1 − exp(−ℓ) lies in [0, 1)); 0 for no samples."""
+    loss = np.asarray(loss, dtype=np.float64)
+    if not len(loss):
+        return 0.0
+    return float(loss.mean()) if measure == "loss" else float((-np.expm1(-loss)).mean())
 
 
 def fine_clusters(x: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -191,7 +204,7 @@ class Hindsight(Selector):
             new_flag, z, flagged = np.zeros(n, bool), np.full(n, np.nan), np.zeros(n, bool)
         rows_of = per_task_rows(tasks)
         avail = {t: r[~flagged[r]] for t, r in rows_of.items()}
-        need = {t: float(loss[r].mean()) if len(r) else 0.0 for t, r in avail.items()}
+        need = {t: task_need(loss[r], st.budget.need) for t, r in avail.items()}
         split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
                              st.budget.floor if st.budget.enabled else 1.0)
         hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
@@ -227,7 +240,8 @@ class Hindsight(Selector):
                    "tasks": {t: {"pool": int(len(rows_of[t])), "flagged": int(flagged[rows_of[t]].sum()),
                                  "new_flags": int(new_flag[rows_of[t]].sum()),
                                  "trained_last_round": int(trained[rows_of[t]].sum()),
-                                 "mean_loss": round(need[t], 6), "floor_share": round(split.floor[t], 3),
+                                 "mean_loss": round(float(loss[avail[t]].mean()) if len(avail[t]) else 0.0, 6),
+                                 "need": round(need[t], 6), "floor_share": round(split.floor[t], 3),
                                  "need_share": round(split.need[t], 3), "quota": split.quota[t],
                                  "selected": int(selected[rows_of[t]].sum()),
                                  "never_trained_selected": int((selected & (seen == 0))[rows_of[t]].sum()),
