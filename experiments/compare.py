@@ -506,6 +506,58 @@ def targets(runs: dict[str, list[dict]]) -> list[list[str]]:
     return out
 
 
+# hindsight's ablation (issue 19): each variant against the full method, paired by seed
+ABLATION = {"hindsight_no_noise": "noise off", "hindsight_no_budget": "budget by need off (b_t = B·p_t)",
+            "hindsight_no_coverage": "coverage off (at random inside a task)",
+            "hindsight_no_unseen": "unseen first off", "hindsight_need_error": "need: error rate instead of loss",
+            "hindsight_pruned_random": "pool capped at half: random pruning instead of `prune` (vs `hindsight_pruned`)"}
+
+
+def ablation(runs: dict[str, list[dict]]) -> list[list[str]]:
+    """Table rows for :data:`ABLATION`: each variant against ``hindsight`` (the pruned one against
+    ``hindsight_pruned``), paired by seed: A and F of the variant, ΔA and ΔF (variant − full), the
+    seeds where the full method is better, and whether the part helps: "holds" when the full method
+    is better beyond seed noise (higher A, lower F)."""
+    out = []
+    for name, what in ABLATION.items():
+        full = "hindsight_pruned" if name == "hindsight_pruned_random" else "hindsight"
+        if name not in runs or full not in runs:
+            continue
+        cells = []
+        for key, sign in (("avg_accuracy", +1), ("forgetting", -1)):
+            diffs, wins, said = versus(by_seed(runs[full], key), by_seed(runs[name], key), sign)
+            cells += [mean_std([r.get(key) for r in runs[name]]), mean_std([-d for d in diffs]),
+                      f"{wins}/{len(diffs)}", said] if diffs else ["—"] * 4
+        out.append([what, *cells])
+    return out
+
+
+SELECTION_PHASES = ("features", "select", "prune")  # what a selector costs beyond training
+
+
+def overhead(run: dict) -> dict[str, float] | None:
+    """Each selection phase's seconds (and their sum, ``total``) over the training seconds of the run
+    (issue 19: at most 40%); None without a timed training phase."""
+    phases = run.get("phase_seconds") or {}
+    train = phases.get("train")
+    if not train:
+        return None
+    out = {p: float(phases.get(p, 0.0)) / train for p in SELECTION_PHASES}
+    return {**out, "total": sum(out.values())}
+
+
+def overhead_table(runs: dict[str, list[dict]]) -> list[list[str]]:
+    """Table rows: per row whose selection costs anything, the :func:`overhead` of each phase and in
+    all (% of the training time, mean ± std over the seeds)."""
+    out = []
+    for name, rs in runs.items():
+        ratios = [o for o in (overhead(r) for r in rs) if o is not None]
+        if ratios and any(o["total"] > 0 for o in ratios):
+            out.append([ROWS[name].label, str(len(ratios)),
+                        *(mean_std([o[k] for o in ratios]) for k in (*SELECTION_PHASES, "total"))])
+    return out
+
+
 RANDOM_CONTROLS = ("random", "random_pruned", "random_lite")  # random selection at each sample count of the grid
 
 
@@ -653,6 +705,16 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
                   "computed from the other rows at the same seed, their difference (mean ± std over the seeds); "
                   "holds: met by more than the std:", ""]
         lines += _md(["target", "`hindsight` row", "reference", "difference", "seeds", "verdict"], met)
+    if parts := ablation(runs):
+        lines += ["`hindsight`'s ablation: each part switched off (or changed) against the full method, paired by "
+                  "seed: the variant's A and F, Δ = variant − full (mean ± std over the seeds), the seeds where the "
+                  "full method is better, and whether the part helps (holds: beyond seed noise):", ""]
+        lines += _md(["variant", "A", "Δ A", "full better (A)", "part helps A", "F", "Δ F", "full better (F)",
+                      "part helps F"], parts)
+    if costs := overhead_table(runs):
+        lines += ["Selection overhead: the seconds of the gradient pass (features), the selection and the pruning, "
+                  "as % of the training seconds of the same run (mean ± std over the seeds):", ""]
+        lines += _md(["run", "seeds", "features", "select", "prune", "in all"], costs)
 
     first = {n: rs[0] for n, rs in runs.items()}
     plot_accuracy_matrices({n: (r["accuracy_matrix"], r["tasks"]) for n, r in first.items()},

@@ -443,3 +443,23 @@ def test_hindsight_targets_read_the_reference_from_the_other_rows_at_the_same_se
     assert "| A ≥ `random` + ½ (`multitask` − `random`) | 78.5 ± 4.9 | 75.0 ± 7.1 | 3.5 ± 2.1 | 2 | holds |" in met
     assert "| F no higher than `random`'s | 10.0 ± 0.0 | 10.0 ± 0.0 | 0.0 ± 0.0 | 2 | equal |" in met
     assert "pool capped at half" not in met  # hindsight_pruned did not run
+
+
+def test_hindsight_ablation_and_overhead_tables_by_hand(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    # full: A 0.80 / 0.70, F 0.05 / 0.01; without budget: A 0.74 / 0.69, F 0.01 / 0.00
+    for seed, (a_f, f_f), (a_n, f_n) in ((0, (0.80, 0.05), (0.74, 0.01)), (1, (0.70, 0.01), (0.69, 0.00))):
+        fake_run(runs, "hindsight", seed, [[0.8, 0.1], [0.6, 0.9]], {
+            "avg_accuracy": a_f, "forgetting": f_f, "samples_trained": [5, 5],
+            "phase_seconds": {"features": 30.0, "select": 10.0, "train": 100.0 * (seed + 1)}}, rare_selected=1)
+        fake_run(runs, "hindsight_no_budget", seed, [[0.8, 0.1], [0.6, 0.9]], {
+            "avg_accuracy": a_n, "forgetting": f_n, "samples_trained": [5, 5]}, rare_selected=1)
+    args = argparse.Namespace(stream="default", rows=["hindsight", "hindsight_no_budget"], seeds=[0, 1], runs=runs,
+                              out=out, config=Path("configs/demo.yaml"), scale=1.0)
+    md = compare.write_results(args, compare.collect(args)).read_text()
+    # ΔA = -6, -1 -> -3.5 ± 3.5 (within noise); ΔF = -4, -1 -> -2.5 ± 2.1: the full method forgets more, beyond noise
+    assert ("| budget by need off (b_t = B·p_t) | 71.5 ± 3.5 | -3.5 ± 3.5 | 2/2 | within seed noise | 0.5 ± 0.7 | "
+            "-2.5 ± 2.1 | 0/2 | fails |") in md
+    # (30 + 10) / 100 = 40%, (30 + 10) / 200 = 20% -> 30.0 ± 14.1; the rows without phase times are left out
+    assert "| `hindsight` (ours) | 2 | 22.5 ± 10.6 | 7.5 ± 3.5 | 0.0 ± 0.0 | 30.0 ± 14.1 |" in md
+    assert "| `hindsight` without budget | " not in md.split("Selection overhead")[1]
