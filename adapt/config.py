@@ -205,6 +205,11 @@ class HindsightBudget(_Section):
         "loss", description="L_t, how far the task is from learned: loss, its samples' mean loss (nats, unbounded: "
         "a new task's 5–15 takes almost all of the need share); error, their mean 1 − exp(−loss) (the answer's "
         "per-token error rate, bounded by 1: a new task counts at most 1, a half-learned old one about ½)")
+    new_tasks: Literal["need", "share"] = Field(
+        "need", description="a task none of whose samples has been trained yet: need, by the formula like the "
+        "others; share, its share of the pool (B·p_t, what random gives it: before any training its loss says how "
+        "new its answers look, not how hard they are to learn), the formula splitting the rest over the tasks "
+        "trained before")
 
 
 class HindsightCoverage(_Section):

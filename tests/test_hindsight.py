@@ -139,6 +139,18 @@ def test_one_round_flags_the_wrong_label_and_splits_the_budget_by_need(round1):
         assert abs(int((chosen == g).sum()) - expected[t] / 2) <= 1
 
 
+def test_task_budgets_with_a_task_at_its_pool_share_by_hand():
+    # p = (0.25, 0.25, 0.5); c at its share: 0.5 of 40 = 20; the rest 20 over a, b (shares 1/2, 1/2 among them),
+    # L = (1, 3): floor 0.5 * 20 * (1/2, 1/2) = (5, 5), need 0.5 * 20 * (1/4, 3/4) = (2.5, 7.5)
+    tb = task_budgets({"a": 50, "b": 50, "c": 100}, {"a": 1.0, "b": 3.0, "c": 99.0}, 40, floor=0.5, at_share={"c"})
+    assert tb.floor == pytest.approx({"a": 5.0, "b": 5.0, "c": 20.0})
+    assert tb.need == pytest.approx({"a": 2.5, "b": 7.5, "c": 0.0})
+    assert tb.quota == {"a": 8, "b": 12, "c": 20}  # 7.5 / 12.5: the tie broken as split_weighted breaks it
+    # every task at its share: in proportion to the pool
+    assert task_budgets({"a": 50, "b": 150}, {"a": 1.0, "b": 3.0}, 40, 0.5, at_share={"a", "b"}).quota == {
+        "a": 10, "b": 30}
+
+
 def test_task_need_by_hand():
     loss = np.array([0.0, math.log(2), math.log(4)])  # exp(-loss) = 1, 1/2, 1/4
     assert task_need(loss, "loss") == pytest.approx(math.log(8) / 3)
@@ -160,6 +172,20 @@ def test_need_as_the_error_rate_gives_old_tasks_more_than_the_loss_does(round1):
     assert out.summary["tasks"]["a"]["need"] == pytest.approx(need["a"], abs=1e-6)
     by_loss = task_budgets({"a": 39, "b": 20}, {"a": float(kept_a.mean()), "b": 4.0}, 24, 0.5).quota
     assert expected["a"] > by_loss["a"]
+
+
+def test_new_tasks_at_share_gives_the_untrained_task_its_pool_share(round1):
+    pool, files, loss, group = round1  # task b (20 of 59 unflagged samples) was never trained
+    cfg = ExperimentConfig.model_validate({"selection": {"method": "hindsight",
+                                                         "hindsight": {"budget": {"new_tasks": "share"}}}})
+    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=24,
+                           seed=0, config=cfg, files=files)
+    out = Hindsight(cfg).select(ctx)
+    expected = task_budgets({"a": 39, "b": 20}, {"a": float(np.mean(np.delete(loss[:40], 7))), "b": 4.0}, 24, 0.5,
+                            at_share={"b"}).quota
+    assert expected == {"a": 16, "b": 8}  # b: 24 * 20/59 = 8.1; a, the only trained task, takes the rest
+    assert out.table.loc[out.table["selected"], "task"].value_counts().to_dict() == expected
+    assert out.summary["tasks"]["b"]["need_share"] == 0.0
 
 
 def test_unseen_first_takes_the_samples_never_trained(round1):

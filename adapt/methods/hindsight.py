@@ -15,8 +15,10 @@ each sample has a loss history, and the run knows what it trained on. Five parts
    to the pool, the rest in proportion to how much of the task is not learned (a new task, a
    forgotten one, a hard one). L_t is the mean loss (``need: loss``) or the mean per-token error
    rate 1 − exp(−ℓ) (``need: error``, bounded, so a new task's large loss does not take the whole
-   need share from old tasks still far from learned). Off: b_t = B·p_t, what ``random`` draws on
-   average.
+   need share from old tasks still far from learned). With ``new_tasks: share``, a task none of
+   whose samples has been trained yet gets B·p_t, as under ``random`` (before any training its loss
+   says how new its answers look, not how hard it is to learn), and the formula splits the rest
+   over the tasks trained before. Off: b_t = B·p_t, what ``random`` draws on average.
 3. **Coverage** (``coverage``): each task's b_t is drawn stratified over ⌈b_t / per_cluster⌉ fine
    spherical k-means clusters of the hidden-state embedding (mean last hidden state, from the same
    forward as the gradients), proportional allocation, at random inside a cluster: across the
@@ -40,7 +42,7 @@ of the budget, clusters covered, never-trained samples selected).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,16 +92,24 @@ class TaskBudget:
     quota: dict[str, int]
 
 
-def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float) -> TaskBudget:
+def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
+                 at_share: Collection[str] = ()) -> TaskBudget:
     """Part 2: b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with p_t = n_t / Σ n, L_t = ``need[t]``,
-    ρ = ``floor`` (1: in proportion to the pool). Integer quotas by largest remainder, capped at
-    n_t (a capped task's excess goes to the others by weight); they sum to min(B, Σ n)."""
+    ρ = ``floor`` (1: in proportion to the pool). The tasks in ``at_share`` get B·p_t (what
+    ``random`` gives them) and the formula splits the rest, B(1 − Σ_{at_share} p), over the others
+    (p_t then their share among themselves). Integer quotas by largest remainder, capped at n_t (a
+    capped task's excess goes to the others by weight); they sum to min(B, Σ n)."""
     names = list(sizes)
     n = np.asarray([sizes[t] for t in names], dtype=np.float64)
     p = n / n.sum() if n.sum() > 0 else n
-    pl = p * np.asarray([max(float(need[t]), 0.0) for t in names])
-    needs = pl / pl.sum() if pl.sum() > 0 else p
-    part_floor, part_need = floor * p, (1.0 - floor) * needs
+    fixed = np.asarray([t in at_share for t in names], dtype=bool)
+    rest = 1.0 - float(p[fixed].sum())
+    q = np.where(fixed, 0.0, p)
+    q = q / q.sum() if q.sum() > 0 else q
+    ql = q * np.asarray([max(float(need[t]), 0.0) for t in names])
+    needs = ql / ql.sum() if ql.sum() > 0 else q
+    part_floor = np.where(fixed, p, rest * floor * q)
+    part_need = np.where(fixed, 0.0, rest * (1.0 - floor) * needs)
     quotas = split_weighted([sizes[t] for t in names], (part_floor + part_need).tolist(), budget)
     return TaskBudget(dict(zip(names, (budget * part_floor).tolist())), dict(zip(names, (budget * part_need).tolist())),
                       dict(zip(names, (int(q) for q in quotas))))
@@ -205,10 +215,11 @@ class Hindsight(Selector):
         rows_of = per_task_rows(tasks)
         avail = {t: r[~flagged[r]] for t, r in rows_of.items()}
         need = {t: task_need(loss[r], st.budget.need) for t, r in avail.items()}
-        split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
-                             st.budget.floor if st.budget.enabled else 1.0)
-        hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
         seen = times_trained(files, ctx.round, uids)
+        untrained = [t for t, r in rows_of.items() if not seen[r].any()] if st.budget.new_tasks == "share" else []
+        split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
+                             st.budget.floor if st.budget.enabled else 1.0, at_share=untrained)
+        hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
         priority = seen if st.unseen.enabled else None
         rng = np.random.default_rng(ctx.seed)
         selected = np.zeros(n, dtype=bool)
