@@ -201,10 +201,12 @@ class HindsightBudget(_Section):
                           "(what random draws on average)")
     floor: float = Field(0.5, ge=0, le=1, description="ρ, the share of the budget split in proportion to the pool "
                          "(the replay floor every task keeps)")
-    need: Literal["loss", "error"] = Field(
+    need: Literal["loss", "error", "answer_error"] = Field(
         "loss", description="L_t, how far the task is from learned: loss, its samples' mean loss (nats, unbounded: "
         "a new task's 5–15 takes almost all of the need share); error, their mean 1 − exp(−loss) (the answer's "
-        "per-token error rate, bounded by 1: a new task counts at most 1, a half-learned old one about ½)")
+        "per-token error rate, bounded by 1: a new task counts at most 1, a half-learned old one about ½); "
+        "answer_error, their mean 1 − exp(−loss · answer tokens) (1 − the probability of the whole answer: a "
+        "box of 24 tokens at 0.02 nats each fails 38% of the time)")
     new_tasks: Literal["need", "share"] = Field(
         "need", description="a task none of whose samples has been trained yet: need, by the formula like the "
         "others; share, its share of the pool (B·p_t, what random gives it: before any training its loss says how "

@@ -110,6 +110,8 @@ ROWS: dict[str, Row] = {
        for part in ("noise", "budget", "coverage", "unseen")},
     "hindsight_need_error": Row("`hindsight`, need as the error rate", ("selection.method=hindsight",
                                                                         "selection.hindsight.budget.need=error")),
+    "hindsight_need_answer_error": Row("`hindsight`, need as the whole answer's error rate", (
+        "selection.method=hindsight", "selection.hindsight.budget.need=answer_error")),
     "hindsight_new_share": Row("`hindsight`, a new task at its pool share", (
         "selection.method=hindsight", "selection.hindsight.budget.new_tasks=share")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
@@ -512,6 +514,7 @@ def targets(runs: dict[str, list[dict]]) -> list[list[str]]:
 ABLATION = {"hindsight_no_noise": "noise off", "hindsight_no_budget": "budget by need off (b_t = B·p_t)",
             "hindsight_no_coverage": "coverage off (at random inside a task)",
             "hindsight_no_unseen": "unseen first off", "hindsight_need_error": "need: error rate instead of loss",
+            "hindsight_need_answer_error": "need: the whole answer's error rate instead of loss",
             "hindsight_new_share": "a new task at its pool share, the need over the trained ones",
             "hindsight_pruned_random": "pool capped at half: random pruning instead of `prune` (vs `hindsight_pruned`)"}
 

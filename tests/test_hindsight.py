@@ -82,6 +82,7 @@ def _store(root, uids, rows, loss=None):
     scores = np.zeros((len(uids), len(cols)), np.float32)
     if loss is not None:
         scores[:, cols.index("loss")] = loss
+        scores[:, cols.index("answer_tokens")] = 1 + np.arange(len(uids)) % 3  # answers of 1, 2, 3 tokens
     st.write_rows(np.arange(len(uids)), rows, scores)
     return st
 
@@ -156,6 +157,10 @@ def test_task_need_by_hand():
     assert task_need(loss, "loss") == pytest.approx(math.log(8) / 3)
     assert task_need(loss, "error") == pytest.approx((0 + 0.5 + 0.75) / 3)
     assert task_need(np.zeros(0), "error") == 0.0
+    # answers of 1, 2 and 3 tokens: 1 - exp(-loss * n) = 0, 1 - 1/4, 1 - 1/64
+    assert task_need(loss, "answer_error", np.array([1, 2, 3])) == pytest.approx((0 + 0.75 + 63 / 64) / 3)
+    with pytest.raises(ValueError, match="answer_tokens"):
+        task_need(loss, "answer_error")
 
 
 def test_need_as_the_error_rate_gives_old_tasks_more_than_the_loss_does(round1):
@@ -172,6 +177,24 @@ def test_need_as_the_error_rate_gives_old_tasks_more_than_the_loss_does(round1):
     assert out.summary["tasks"]["a"]["need"] == pytest.approx(need["a"], abs=1e-6)
     by_loss = task_budgets({"a": 39, "b": 20}, {"a": float(kept_a.mean()), "b": 4.0}, 24, 0.5).quota
     assert expected["a"] > by_loss["a"]
+
+
+def test_need_as_the_whole_answer_s_error_rate(round1):
+    pool, files, loss, group = round1
+    cfg = ExperimentConfig.model_validate({"selection": {"method": "hindsight",
+                                                         "hindsight": {"budget": {"need": "answer_error"}}}})
+    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=24,
+                           seed=0, config=cfg, files=files)
+    out = Hindsight(cfg).select(ctx)
+    n = (1 + np.arange(60) % 3).astype(np.float64)
+    keep_a = np.delete(np.arange(40), 7)
+    loss32 = loss.astype(np.float32).astype(np.float64)  # the store keeps float32 scores
+    need = {"a": float(np.mean(1 - np.exp(-loss32[keep_a] * n[keep_a]))),
+            "b": float(np.mean(1 - np.exp(-loss32[40:] * n[40:])))}
+    assert out.summary["tasks"]["a"]["need"] == pytest.approx(need["a"], abs=1e-6)
+    assert out.summary["tasks"]["b"]["need"] == pytest.approx(need["b"], abs=1e-6)
+    expected = task_budgets({"a": 39, "b": 20}, need, 24, 0.5).quota
+    assert out.table.loc[out.table["selected"], "task"].value_counts().to_dict() == expected
 
 
 def test_new_tasks_at_share_gives_the_untrained_task_its_pool_share(round1):

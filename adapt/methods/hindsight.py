@@ -15,7 +15,9 @@ each sample has a loss history, and the run knows what it trained on. Five parts
    to the pool, the rest in proportion to how much of the task is not learned (a new task, a
    forgotten one, a hard one). L_t is the mean loss (``need: loss``) or the mean per-token error
    rate 1 − exp(−ℓ) (``need: error``, bounded, so a new task's large loss does not take the whole
-   need share from old tasks still far from learned). With ``new_tasks: share``, a task none of
+   need share from old tasks still far from learned), or 1 − exp(−ℓ·n) over an answer of n tokens
+   (``need: answer_error``, 1 − the probability of the whole answer: what an exact-match score
+   asks; a long answer, a box, fails on any token). With ``new_tasks: share``, a task none of
    whose samples has been trained yet gets B·p_t, as under ``random`` (before any training its loss
    says how new its answers look, not how hard it is to learn), and the formula splits the rest
    over the tasks trained before. Off: b_t = B·p_t, what ``random`` draws on average.
@@ -115,14 +117,22 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
                       dict(zip(names, (int(q) for q in quotas))))
 
 
-def task_need(loss: np.ndarray, measure: str) -> float:
-    """Part 2's L_t of a task from its samples' losses ℓ: their mean (``loss``), or the mean of
-    1 − exp(−ℓ) (``error``: ℓ is the answer's mean token NLL, so exp(−ℓ) is the geometric mean of
-    the answer tokens' probabilities and 1 − exp(−ℓ) lies in [0, 1)); 0 for no samples."""
+def task_need(loss: np.ndarray, measure: str, answer_tokens: np.ndarray | None = None) -> float:
+    """Part 2's L_t of a task from its samples' losses ℓ (the mean NLL of an answer's tokens): their
+    mean (``loss``); the mean of 1 − exp(−ℓ) (``error``: exp(−ℓ) is the geometric mean of the answer
+    tokens' probabilities, so this lies in [0, 1)); or the mean of 1 − exp(−ℓ·n), n the answer's
+    tokens (``answer_error``: 1 − the probability of the whole reference answer, teacher-forced,
+    which is what an exact-match score asks of it); 0 for no samples."""
     loss = np.asarray(loss, dtype=np.float64)
     if not len(loss):
         return 0.0
-    return float(loss.mean()) if measure == "loss" else float((-np.expm1(-loss)).mean())
+    if measure == "loss":
+        return float(loss.mean())
+    if measure == "answer_error":
+        if answer_tokens is None:
+            raise ValueError("need=answer_error needs each sample's answer_tokens")
+        loss = loss * np.asarray(answer_tokens, dtype=np.float64)
+    return float((-np.expm1(-loss)).mean())
 
 
 def fine_clusters(x: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -203,7 +213,9 @@ class Hindsight(Selector):
         store = round_store(ctx, self.name)
         uids = ctx.pool["uid"].tolist()
         tasks = ctx.pool["task"].to_numpy(dtype=object)
-        loss = store.scores()["loss"].to_numpy(dtype=np.float64)
+        scores = store.scores()
+        loss = scores["loss"].to_numpy(dtype=np.float64)
+        tokens = scores["answer_tokens"].to_numpy(dtype=np.float64)
         n = len(uids)
         trained = np.isin(uids, list(trained_last_round(files, ctx.round)))
         flagged_before = np.isin(uids, list(previous_flags(files, ctx.round)))
@@ -214,7 +226,7 @@ class Hindsight(Selector):
             new_flag, z, flagged = np.zeros(n, bool), np.full(n, np.nan), np.zeros(n, bool)
         rows_of = per_task_rows(tasks)
         avail = {t: r[~flagged[r]] for t, r in rows_of.items()}
-        need = {t: task_need(loss[r], st.budget.need) for t, r in avail.items()}
+        need = {t: task_need(loss[r], st.budget.need, tokens[r]) for t, r in avail.items()}
         seen = times_trained(files, ctx.round, uids)
         untrained = [t for t, r in rows_of.items() if not seen[r].any()] if st.budget.new_tasks == "share" else []
         split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
