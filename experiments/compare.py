@@ -114,6 +114,9 @@ ROWS: dict[str, Row] = {
         "selection.method=hindsight", "selection.hindsight.budget.need=answer_error")),
     "hindsight_new_share": Row("`hindsight`, a new task at its pool share", (
         "selection.method=hindsight", "selection.hindsight.budget.new_tasks=share")),
+    "hindsight_new_share_answer_error": Row("`hindsight`, a new task at its pool share, need as the answer's error", (
+        "selection.method=hindsight", "selection.hindsight.budget.new_tasks=share",
+        "selection.hindsight.budget.need=answer_error")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
@@ -516,6 +519,7 @@ ABLATION = {"hindsight_no_noise": "noise off", "hindsight_no_budget": "budget by
             "hindsight_no_unseen": "unseen first off", "hindsight_need_error": "need: error rate instead of loss",
             "hindsight_need_answer_error": "need: the whole answer's error rate instead of loss",
             "hindsight_new_share": "a new task at its pool share, the need over the trained ones",
+            "hindsight_new_share_answer_error": "both: a new task at its pool share, need as the answer's error",
             "hindsight_pruned_random": "pool capped at half: random pruning instead of `prune` (vs `hindsight_pruned`)"}
 
 
