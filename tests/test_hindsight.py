@@ -121,6 +121,14 @@ def _select(pool, files, n_select=24, **sets):
     return sel, sel.select(ctx)
 
 
+def _select_budget(pool, files, **budget):
+    """Round 1's selection of 24 with ``selection.hindsight.budget`` set to ``budget``."""
+    cfg = ExperimentConfig.model_validate({"selection": {"method": "hindsight", "hindsight": {"budget": budget}}})
+    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=24,
+                           seed=0, config=cfg, files=files)
+    return Hindsight(cfg).select(ctx)
+
+
 def test_one_round_flags_the_wrong_label_and_splits_the_budget_by_need(round1):
     pool, files, loss, group = round1
     sel, out = _select(pool, files)
@@ -165,11 +173,7 @@ def test_task_need_by_hand():
 
 def test_need_as_the_error_rate_gives_old_tasks_more_than_the_loss_does(round1):
     pool, files, loss, group = round1
-    cfg = ExperimentConfig.model_validate({"selection": {"method": "hindsight",
-                                                         "hindsight": {"budget": {"need": "error"}}}})
-    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=24,
-                           seed=0, config=cfg, files=files)
-    out = Hindsight(cfg).select(ctx)
+    out = _select_budget(pool, files, need="error")
     kept_a = np.delete(loss[:40], 7)  # a/7 flagged, as with the loss
     need = {"a": float(np.mean(1 - np.exp(-kept_a))), "b": 1 - math.exp(-4.0)}
     expected = task_budgets({"a": 39, "b": 20}, need, 24, 0.5).quota
@@ -181,11 +185,7 @@ def test_need_as_the_error_rate_gives_old_tasks_more_than_the_loss_does(round1):
 
 def test_need_as_the_whole_answer_s_error_rate(round1):
     pool, files, loss, group = round1
-    cfg = ExperimentConfig.model_validate({"selection": {"method": "hindsight",
-                                                         "hindsight": {"budget": {"need": "answer_error"}}}})
-    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=24,
-                           seed=0, config=cfg, files=files)
-    out = Hindsight(cfg).select(ctx)
+    out = _select_budget(pool, files, need="answer_error")
     n = (1 + np.arange(60) % 3).astype(np.float64)
     keep_a = np.delete(np.arange(40), 7)
     loss32 = loss.astype(np.float32).astype(np.float64)  # the store keeps float32 scores
@@ -199,11 +199,7 @@ def test_need_as_the_whole_answer_s_error_rate(round1):
 
 def test_new_tasks_at_share_gives_the_untrained_task_its_pool_share(round1):
     pool, files, loss, group = round1  # task b (20 of 59 unflagged samples) was never trained
-    cfg = ExperimentConfig.model_validate({"selection": {"method": "hindsight",
-                                                         "hindsight": {"budget": {"new_tasks": "share"}}}})
-    ctx = SelectionContext(round=1, pool=pool, new_uids=pool.loc[pool["task"] == "b", "uid"].tolist(), budget=24,
-                           seed=0, config=cfg, files=files)
-    out = Hindsight(cfg).select(ctx)
+    out = _select_budget(pool, files, new_tasks="share")
     expected = task_budgets({"a": 39, "b": 20}, {"a": float(np.mean(np.delete(loss[:40], 7))), "b": 4.0}, 24, 0.5,
                             at_share={"b"}).quota
     assert expected == {"a": 16, "b": 8}  # b: 24 * 20/59 = 8.1; a, the only trained task, takes the rest
