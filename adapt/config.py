@@ -212,6 +212,10 @@ class HindsightBudget(_Section):
         "others; share, its share of the pool (B·p_t, what random gives it: before any training its loss says how "
         "new its answers look, not how hard they are to learn), the formula splitting the rest over the tasks "
         "trained before")
+    weight: Literal["pool", "task"] = Field(
+        "pool", description="p_t, a task's weight in both the floor and the need: pool, its share of the pool (the "
+        "floor then replays what random would); task, 1/T over the T tasks (every task counts once, as in the "
+        "average accuracy, whatever its dataset's size)")
 
 
 class HindsightCoverage(_Section):

@@ -117,6 +117,9 @@ ROWS: dict[str, Row] = {
     "hindsight_new_share_answer_error": Row("`hindsight`, a new task at its pool share, need as the answer's error", (
         "selection.method=hindsight", "selection.hindsight.budget.new_tasks=share",
         "selection.hindsight.budget.need=answer_error")),
+    "hindsight_task_answer_error": Row("`hindsight`, every task weighted once, need as the answer's error", (
+        "selection.method=hindsight", "selection.hindsight.budget.weight=task",
+        "selection.hindsight.budget.need=answer_error")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
@@ -520,6 +523,7 @@ ABLATION = {"hindsight_no_noise": "noise off", "hindsight_no_budget": "budget by
             "hindsight_need_answer_error": "need: the whole answer's error rate instead of loss",
             "hindsight_new_share": "a new task at its pool share, the need over the trained ones",
             "hindsight_new_share_answer_error": "both: a new task at its pool share, need as the answer's error",
+            "hindsight_task_answer_error": "each task weighted 1/T (not its pool share), need as the answer's error",
             "hindsight_pruned_random": "pool capped at half: random pruning instead of `prune` (vs `hindsight_pruned`)"}
 
 

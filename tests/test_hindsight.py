@@ -160,6 +160,35 @@ def test_task_budgets_with_a_task_at_its_pool_share_by_hand():
         "a": 10, "b": 30}
 
 
+def test_task_budgets_with_every_task_weighted_once_by_hand():
+    # weight="task": p = (1/2, 1/2) whatever the sizes; L = (1, 3): floor (10, 10), need (5, 15)
+    tb = task_budgets({"a": 300, "b": 100}, {"a": 1.0, "b": 3.0}, 40, floor=0.5, weight="task")
+    assert tb.floor == pytest.approx({"a": 10.0, "b": 10.0}) and tb.need == pytest.approx({"a": 5.0, "b": 15.0})
+    assert tb.quota == {"a": 15, "b": 25}
+    # the same under weight="pool": p = (3/4, 1/4), need p·L = (3/4, 3/4) -> (1/2, 1/2): (15 + 10, 5 + 10)
+    assert task_budgets({"a": 300, "b": 100}, {"a": 1.0, "b": 3.0}, 40, floor=0.5).quota == {"a": 25, "b": 15}
+    # a task with no samples has no weight; a capped one (b holds 10) gives its excess to the other
+    assert task_budgets({"a": 300, "b": 10, "c": 0}, {"a": 1.0, "b": 1.0, "c": 1.0}, 40, 1.0,
+                        weight="task").quota == {"a": 30, "b": 10, "c": 0}
+    # c at its share, now 1/3 of 40; a and b split the other 2/3: floor (20/6, 20/6), need (20/12, 20/4)
+    tb = task_budgets({"a": 50, "b": 50, "c": 100}, {"a": 1.0, "b": 3.0, "c": 99.0}, 40, 0.5, at_share={"c"},
+                      weight="task")
+    assert tb.floor == pytest.approx({"a": 20 / 3, "b": 20 / 3, "c": 40 / 3})
+    assert tb.need == pytest.approx({"a": 10 / 3, "b": 10.0, "c": 0.0})
+    assert tb.quota == {"a": 10, "b": 17, "c": 13}
+    with pytest.raises(ValueError, match="weight"):
+        task_budgets({"a": 1}, {"a": 1.0}, 1, 0.5, weight="size")
+
+
+def test_every_task_weighted_once_in_the_selection(round1):
+    pool, files, loss, group = round1
+    out = _select_budget(pool, files, weight="task")
+    need = {"a": float(np.mean(np.delete(loss[:40], 7))), "b": 4.0}
+    expected = task_budgets({"a": 39, "b": 20}, need, 24, 0.5, weight="task").quota
+    assert expected != task_budgets({"a": 39, "b": 20}, need, 24, 0.5).quota
+    assert out.table.loc[out.table["selected"], "task"].value_counts().to_dict() == expected
+
+
 def test_task_need_by_hand():
     loss = np.array([0.0, math.log(2), math.log(4)])  # exp(-loss) = 1, 1/2, 1/4
     assert task_need(loss, "loss") == pytest.approx(math.log(8) / 3)

@@ -20,7 +20,9 @@ each sample has a loss history, and the run knows what it trained on. Five parts
    asks; a long answer, a box, fails on any token). With ``new_tasks: share``, a task none of
    whose samples has been trained yet gets B·p_t, as under ``random`` (before any training its loss
    says how new its answers look, not how hard it is to learn), and the formula splits the rest
-   over the tasks trained before. Off: b_t = B·p_t, what ``random`` draws on average.
+   over the tasks trained before. p_t is the task's share of the pool, or with ``weight: task`` 1/T
+   (A averages the tasks, whatever their sizes: a large, learned dataset is not worth more of the
+   budget than a small, hard one). Off: b_t = B·p_t (pool share), what ``random`` draws on average.
 3. **Coverage** (``coverage``): each task's b_t is drawn stratified over ⌈b_t / per_cluster⌉ fine
    spherical k-means clusters of the hidden-state embedding (mean last hidden state, from the same
    forward as the gradients), proportional allocation, at random inside a cluster: across the
@@ -95,15 +97,20 @@ class TaskBudget:
 
 
 def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
-                 at_share: Collection[str] = ()) -> TaskBudget:
-    """Part 2: b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with p_t = n_t / Σ n, L_t = ``need[t]``,
-    ρ = ``floor`` (1: in proportion to the pool). The tasks in ``at_share`` get B·p_t (what
-    ``random`` gives them) and the formula splits the rest, B(1 − Σ_{at_share} p), over the others
-    (p_t then their share among themselves). Integer quotas by largest remainder, capped at n_t (a
-    capped task's excess goes to the others by weight); they sum to min(B, Σ n)."""
+                 at_share: Collection[str] = (), weight: str = "pool") -> TaskBudget:
+    """Part 2: b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with L_t = ``need[t]``, ρ = ``floor``
+    and p_t the task's weight: n_t / Σ n (``weight="pool"``, 1: in proportion to the pool) or 1/T
+    over the T tasks with samples (``"task"``: each task counts once, as in the average accuracy A).
+    The tasks in ``at_share`` get B·p_t (under ``"pool"`` what ``random`` gives them) and the formula
+    splits the rest, B(1 − Σ_{at_share} p), over the others (p_t then their share among themselves).
+    Integer quotas by largest remainder, capped at n_t (a capped task's excess goes to the others by
+    weight); they sum to min(B, Σ n)."""
     names = list(sizes)
     n = np.asarray([sizes[t] for t in names], dtype=np.float64)
-    p = n / n.sum() if n.sum() > 0 else n
+    if weight not in ("pool", "task"):
+        raise ValueError(f"weight must be 'pool' or 'task', not {weight!r}")
+    w = n if weight == "pool" else (n > 0).astype(np.float64)
+    p = w / w.sum() if w.sum() > 0 else w
     fixed = np.asarray([t in at_share for t in names], dtype=bool)
     rest = 1.0 - float(p[fixed].sum())
     q = np.where(fixed, 0.0, p)
@@ -230,7 +237,8 @@ class Hindsight(Selector):
         seen = times_trained(files, ctx.round, uids)
         untrained = [t for t, r in rows_of.items() if not seen[r].any()] if st.budget.new_tasks == "share" else []
         split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
-                             st.budget.floor if st.budget.enabled else 1.0, at_share=untrained)
+                             st.budget.floor if st.budget.enabled else 1.0, at_share=untrained,
+                             weight=st.budget.weight if st.budget.enabled else "pool")
         hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
         priority = seen if st.unseen.enabled else None
         rng = np.random.default_rng(ctx.seed)
