@@ -197,12 +197,12 @@ class HindsightBudget(_Section):
     """The budget split over tasks by need, with a replay floor."""
 
     enabled: bool = Field(True, description="split the budget over tasks by need: b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / "
-                          "Σ_s p_s·L_s), p_t the task's share of the pool, L_t its mean loss now; off: b_t = B·p_t "
-                          "(what random draws on average)")
-    floor: float = Field(0.5, ge=0, le=1, description="ρ, the share of the budget split in proportion to the pool "
+                          "Σ_s p_s·L_s), p_t the task's weight (see weight), L_t how far it is from learned now (see "
+                          "need); off: b_t = B·n_t / Σ n (what random draws on average)")
+    floor: float = Field(0.5, ge=0, le=1, description="ρ, the share of the budget split by the weights p_t alone "
                          "(the replay floor every task keeps)")
     need: Literal["loss", "error", "answer_error"] = Field(
-        "loss", description="L_t, how far the task is from learned: loss, its samples' mean loss (nats, unbounded: "
+        "answer_error", description="L_t, how far the task is from learned: loss, its samples' mean loss (nats, unbounded: "
         "a new task's 5–15 takes almost all of the need share); error, their mean 1 − exp(−loss) (the answer's "
         "per-token error rate, bounded by 1: a new task counts at most 1, a half-learned old one about ½); "
         "answer_error, their mean 1 − exp(−loss · answer tokens) (1 − the probability of the whole answer: a "
@@ -213,7 +213,7 @@ class HindsightBudget(_Section):
         "new its answers look, not how hard they are to learn), the formula splitting the rest over the tasks "
         "trained before")
     weight: Literal["pool", "task"] = Field(
-        "pool", description="p_t, a task's weight in both the floor and the need: pool, its share of the pool (the "
+        "task", description="p_t, a task's weight in both the floor and the need: pool, its share of the pool (the "
         "floor then replays what random would); task, 1/T over the T tasks (every task counts once, as in the "
         "average accuracy, whatever its dataset's size)")
 

@@ -83,6 +83,8 @@ def _expert_alone(expert: str) -> Row:
                                            f"selection.adapt_inf.expert_choice=fixed:{expert}"))
 
 
+# hindsight with the budget's task weights in proportion to the pool (the setting before the defaults were frozen)
+HINDSIGHT_POOL = ("selection.method=hindsight", "selection.hindsight.budget.weight=pool")
 ROWS: dict[str, Row] = {
     "full": Row("`full` (sequential, every new sample)", ("selection.method=full",)),
     "random": Row("`random`", ("selection.method=random",)),
@@ -108,18 +110,19 @@ ROWS: dict[str, Row] = {
     **{f"hindsight_no_{part}": Row(f"`hindsight` without {part}", ("selection.method=hindsight",
                                                                     f"selection.hindsight.{part}.enabled=false"))
        for part in ("noise", "budget", "coverage", "unseen")},
-    "hindsight_need_error": Row("`hindsight`, need as the error rate", ("selection.method=hindsight",
-                                                                        "selection.hindsight.budget.need=error")),
-    "hindsight_need_answer_error": Row("`hindsight`, need as the whole answer's error rate", (
-        "selection.method=hindsight", "selection.hindsight.budget.need=answer_error")),
-    "hindsight_new_share": Row("`hindsight`, a new task at its pool share", (
-        "selection.method=hindsight", "selection.hindsight.budget.new_tasks=share")),
-    "hindsight_new_share_answer_error": Row("`hindsight`, a new task at its pool share, need as the answer's error", (
-        "selection.method=hindsight", "selection.hindsight.budget.new_tasks=share",
-        "selection.hindsight.budget.need=answer_error")),
-    "hindsight_task_answer_error": Row("`hindsight`, every task weighted once, need as the answer's error", (
-        "selection.method=hindsight", "selection.hindsight.budget.weight=task",
-        "selection.hindsight.budget.need=answer_error")),
+    # budget settings measured before the defaults were frozen (issue 19): each pins every budget option
+    "hindsight_need_loss": Row("`hindsight`, pool-share weights, need as the loss (first defaults)",
+                               (*HINDSIGHT_POOL, "selection.hindsight.budget.need=loss")),
+    "hindsight_need_error": Row("`hindsight`, pool-share weights, need as the error rate",
+                                (*HINDSIGHT_POOL, "selection.hindsight.budget.need=error")),
+    "hindsight_need_answer_error": Row("`hindsight`, pool-share weights, need as the whole answer's error rate",
+                                       (*HINDSIGHT_POOL, "selection.hindsight.budget.need=answer_error")),
+    "hindsight_new_share": Row("`hindsight`, pool-share weights, need as the loss, a new task at its pool share",
+                               (*HINDSIGHT_POOL, "selection.hindsight.budget.need=loss",
+                                "selection.hindsight.budget.new_tasks=share")),
+    "hindsight_new_share_answer_error": Row(
+        "`hindsight`, pool-share weights, a new task at its pool share, need as the answer's error",
+        (*HINDSIGHT_POOL, "selection.hindsight.budget.need=answer_error", "selection.hindsight.budget.new_tasks=share")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
@@ -519,11 +522,11 @@ def targets(runs: dict[str, list[dict]]) -> list[list[str]]:
 # hindsight's ablation (issue 19): each variant against the full method, paired by seed
 ABLATION = {"hindsight_no_noise": "noise off", "hindsight_no_budget": "budget by need off (b_t = B·p_t)",
             "hindsight_no_coverage": "coverage off (at random inside a task)",
-            "hindsight_no_unseen": "unseen first off", "hindsight_need_error": "need: error rate instead of loss",
-            "hindsight_need_answer_error": "need: the whole answer's error rate instead of loss",
-            "hindsight_new_share": "a new task at its pool share, the need over the trained ones",
-            "hindsight_new_share_answer_error": "both: a new task at its pool share, need as the answer's error",
-            "hindsight_task_answer_error": "each task weighted 1/T (not its pool share), need as the answer's error",
+            "hindsight_no_unseen": "unseen first off", "hindsight_need_error": "pool-share weights, need as the error rate",
+            "hindsight_need_answer_error": "pool-share weights (need as the answer's error, as the default)",
+            "hindsight_new_share": "pool-share weights, need as the loss, a new task at its pool share",
+            "hindsight_new_share_answer_error": "pool-share weights, a new task at its pool share",
+            "hindsight_need_loss": "pool-share weights, need as the loss (the first defaults)",
             "hindsight_pruned_random": "pool capped at half: random pruning instead of `prune` (vs `hindsight_pruned`)"}
 
 
