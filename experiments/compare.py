@@ -637,6 +637,16 @@ def collect(args: argparse.Namespace) -> dict[str, list[dict]]:
     return runs
 
 
+def run_settings(args: argparse.Namespace) -> str:
+    """The header's note of a redrawn stream (``--stream-seed``) and of the ``--set`` overrides every
+    run had, e.g. ``", stream seed 1 (`--stream-seed 1`), every run with `selection.budget=0.15`"``;
+    empty at the defaults."""
+    seed = getattr(args, "stream_seed", 0)
+    extra = [x for x in getattr(args, "sets", []) if not x.startswith("stream.seed=")]
+    return ((f", stream seed {seed} (`--stream-seed {seed}`)" if seed else "")
+            + (", every run with " + ", ".join(f"`{x}`" for x in extra) if extra else ""))
+
+
 def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path:
     from adapt.io import write_text_atomic
     from adapt.tracking.plots import plot_accuracy_matrices, plot_accuracy_vs_samples, plot_forgetting_per_task
@@ -672,7 +682,8 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     lines = [f"# Results on the `{args.stream}` stream", "",
              f"`python experiments/compare.py` (this stream alone: `--stream {args.stream}`; config "
              f"`{args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}`, stream scale "
-             f"{args.scale}, seeds {', '.join(map(str, args.seeds))}); scores in %, mean ± std over the seeds; "
+             f"{args.scale}{run_settings(args)}, seeds {', '.join(map(str, args.seeds))}); scores in %, mean ± std over "
+             "the seeds; "
              "A rel. multitask: 100 · mean_j R[T-1][j] / R_multitask[j] (same seed); wall time in minutes, as measured "
              "(a run that shared the cores with others took longer).", ""]
     lines += _md(["run", "seeds", *(label for _, label in KEYS), "A rel. multitask", "samples trained",

@@ -78,6 +78,7 @@ def test_tables_from_finished_runs_match_hand_computed_values(tmp_path):
     assert "| `multitask` (reference: one training on the union) | 2 | 85.0 ± 14.1 | — | — | — | — | 100.0 ± 0.0 |" in md
     # forgetting per task: a: (0.2 + 0.0) / 2; b: introduced in the last round
     assert "| `random` | 10.0 | — |" in md
+    assert "stream scale 1.0, seeds 0, 1)" in md  # the defaults: no stream seed, no overrides
     # chance: "3" scores 2 of 3 on a (numeric: "3.0" is 3), one of "no"/"yes" 1 of 2 on b; in both score tables
     assert md.count("| chance (the best constant answer) | 66.7 | 50.0 |") == 2
     # rare: selected 2 of 3 (seed 0) and 0 of 1 (seed 1): 66.7, 0.0; pool 2 of 4; rare eval item right in seed 0
@@ -463,3 +464,15 @@ def test_hindsight_ablation_and_overhead_tables_by_hand(tmp_path):
     # (30 + 10) / 100 = 40%, (30 + 10) / 200 = 20% -> 30.0 ± 14.1; the rows without phase times are left out
     assert "| `hindsight` (ours) | 2 | 22.5 ± 10.6 | 7.5 ± 3.5 | 0.0 ± 0.0 | 30.0 ± 14.1 |" in md
     assert "| `hindsight` without budget | " not in md.split("Selection overhead")[1]
+
+
+def test_header_names_the_redrawn_stream_and_every_run_s_overrides(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    fake_run(runs, "random", 0, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": 0.75, "samples_trained": [10, 20]},
+             rare_selected=0)
+    args = argparse.Namespace(stream="default", rows=["random"], seeds=[0], runs=runs, out=out,
+                              config=Path("configs/demo.yaml"), scale=1.0, stream_seed=2,
+                              sets=["selection.budget=0.15", "stream.seed=2"])
+    md = compare.write_results(args, compare.collect(args)).read_text()
+    assert ("stream scale 1.0, stream seed 2 (`--stream-seed 2`), every run with `selection.budget=0.15`, seeds 0)"
+            in md)
