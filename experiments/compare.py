@@ -725,10 +725,11 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
               "difference exceeds its std, otherwise within seed noise:", ""]
     lines += _md(["run", "control", "Δ A", "wins (A)", "better A", "Δ F", "wins (F)", "less forgetting"],
                  against_random(runs))
-    lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning, or its LITE, against the other row, paired "
-              "by seed; difference = mean ± std over the seeds of the per-seed difference; a claim holds or fails "
-              "when the mean difference exceeds its std, otherwise it is within seed noise):", ""]
-    lines += _md(["claim", "Adapt-∞", "other", "difference", "seeds", "verdict"], claims(runs, rare))
+    if checked := claims(runs, rare):
+        lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning, or its LITE, against the other row, "
+                  "paired by seed; difference = mean ± std over the seeds of the per-seed difference; a claim holds "
+                  "or fails when the mean difference exceeds its std, otherwise it is within seed noise):", ""]
+        lines += _md(["claim", "Adapt-∞", "other", "difference", "seeds", "verdict"], checked)
     if met := targets(runs):
         lines += ["`hindsight`'s targets (issue 19) on this stream, paired by seed: the row's value, the reference "
                   "computed from the other rows at the same seed, their difference (mean ± std over the seeds); "

@@ -444,6 +444,7 @@ def test_hindsight_targets_read_the_reference_from_the_other_rows_at_the_same_se
     assert "| A ≥ `random` + ½ (`multitask` − `random`) | 78.5 ± 4.9 | 75.0 ± 7.1 | 3.5 ± 2.1 | 2 | holds |" in met
     assert "| F no higher than `random`'s | 10.0 ± 0.0 | 10.0 ± 0.0 | 0.0 ± 0.0 | 2 | equal |" in met
     assert "pool capped at half" not in met  # hindsight_pruned did not run
+    assert "claims on this stream" not in md  # no Adapt-∞ row: no empty claims table
 
 
 def test_hindsight_ablation_and_overhead_tables_by_hand(tmp_path):
