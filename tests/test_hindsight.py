@@ -283,3 +283,30 @@ def test_summary_is_json(round1):
     assert json.loads(json.dumps(out.summary))["parts"] == {"noise": True, "budget": True, "coverage": True,
                                                            "unseen": True, "prune": True}
     assert math.isclose(sum(t["floor_share"] for t in out.summary["tasks"].values()), 12.0, abs_tol=1e-2)
+
+
+@pytest.mark.parametrize("measure", ["answer_error", "loss"])
+def test_budget_table_puts_each_need_beside_the_eval_error_of_the_same_model(tmp_path, measure):
+    """``adapt report``'s budget table: round t's need sits beside 1 − the eval score of the model it
+    was measured with (after round t−1; the base model for round 0), both in % for a bounded need."""
+    from adapt.tracking.ground_truth import task_budget_table
+
+    run = tmp_path / "run"
+    (run / "config.yaml").parent.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"selection:\n  hindsight:\n    budget:\n      need: {measure}\n")
+    evals = {"base": {"a": 0.0}, "0": {"a": 0.75}, "1": {"a": 0.5, "b": 0.9}}
+    needs = {"0": {"a": 0.98}, "1": {"a": 0.3, "b": 0.99}}
+    for name, scores in evals.items():
+        (run / "rounds" / name).mkdir(parents=True)
+        (run / "rounds" / name / "eval.json").write_text(json.dumps({"scores": scores}))
+    for name, tasks in needs.items():
+        (run / "rounds" / name / "selector.json").write_text(json.dumps(
+            {"method": "hindsight", "tasks": {t: {"pool": 10, "need": v, "quota": 3} for t, v in tasks.items()}}))
+    table = task_budget_table(run)
+    column = "need (%)" if measure == "answer_error" else "need (loss)"
+    assert table.columns.tolist() == ["round", "task", "pool", column, "eval_error", "quota"]
+    scale = 100.0 if measure == "answer_error" else 1.0
+    # round 0: the base model (a: 0% right); round 1: the model after round 0 (a: 75%; b not evaluated yet)
+    assert table[column].tolist() == pytest.approx([98.0 * scale / 100, 30.0 * scale / 100, 99.0 * scale / 100])
+    assert table["eval_error"].tolist()[:2] == pytest.approx([100.0, 25.0])
+    assert math.isnan(table["eval_error"].iloc[2])

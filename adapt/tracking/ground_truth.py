@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from adapt.io import read_json, read_parquet
-from adapt.layout import RunLayout
+from adapt.layout import BEFORE_TRAINING, RunLayout
 
 KEYS = ("round", "dataset", "skill")
 FIGURES = ("n", "noisy", "text_only", "rare", "groups")  # per side (pool, selected) of each key
@@ -160,9 +160,16 @@ def round_diagnostics(run_dir: Path) -> pd.DataFrame | None:
 
 def task_budget_table(run_dir: Path) -> pd.DataFrame | None:
     """Per round and task, what ``hindsight`` decided (its selector.json): pool, flagged, mean loss,
-    the budget's floor part and need part, the quota, fine clusters and how many the selection
-    covers. None for a run of another method."""
+    the need, the budget's floor part and need part, the quota, fine clusters and how many the
+    selection covers; beside the need, ``eval_error``: 100 · (1 − the task's eval score) of the model
+    the need was measured with (the one after round t−1, the base model for round 0), so a reader
+    sees how well the need tracks what the model gets wrong. A bounded need (``error``,
+    ``answer_error``) is shown in % like it. None for a run of another method."""
+    import yaml
+
     layout = RunLayout(run_dir)
+    config = yaml.safe_load(layout.config.read_text()) if layout.config.is_file() else {}
+    measure = (((config or {}).get("selection") or {}).get("hindsight") or {}).get("budget", {}).get("need", "loss")
     out = []
     for t in layout.trained_rounds():
         path = layout.round(t).selector
@@ -171,5 +178,17 @@ def task_budget_table(run_dir: Path) -> pd.DataFrame | None:
         info = read_json(path)
         if info.get("method") != "hindsight":
             return None
-        out += [{"round": t, "task": task, **v} for task, v in info["tasks"].items()]
-    return pd.DataFrame(out) if out else None
+        before = layout.round(t - 1 if t > 0 else BEFORE_TRAINING).eval
+        scores = read_json(before).get("scores", {}) if before.is_file() else {}
+        for task, v in info["tasks"].items():
+            row = {"round": t, "task": task, **v}
+            if measure != "loss" and "need" in row:
+                row["need"] = 100.0 * row["need"]
+            row["eval_error"] = 100.0 * (1.0 - scores[task]) if task in scores else float("nan")
+            out.append(row)
+    if not out:
+        return None
+    frame = pd.DataFrame(out)
+    if "need" in frame:  # the need beside the error it estimates
+        frame.insert(frame.columns.get_loc("need") + 1, "eval_error", frame.pop("eval_error"))
+    return frame.rename(columns={"need": f"need ({'%' if measure != 'loss' else 'loss'})"})

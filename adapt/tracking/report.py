@@ -277,8 +277,10 @@ def _ground_truth_section(run_dir: Path) -> list[str]:
                   _frame_md(diag), ""]
     budget = task_budget_table(run_dir)
     if budget is not None:
-        lines += ["`hindsight`'s budget per task (floor: the replay floor's part, need: the part by loss; "
-                  "flagged: wrong labels found so far):", "", _frame_md(budget), ""]
+        lines += ["`hindsight`'s budget per task (need: how far the model is from the task, measured on the pool "
+                  "before the round, beside eval_error, 100 · (1 − the task's eval score) of the same model; "
+                  "floor_share / need_share: the replay floor's and the need's part of the budget; flagged: wrong "
+                  "labels found so far):", "", _frame_md(budget), ""]
     return lines
 
 
