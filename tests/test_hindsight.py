@@ -147,6 +147,19 @@ def test_one_round_flags_the_wrong_label_and_splits_the_budget_by_need(round1):
     chosen = group[out.table["selected"].to_numpy()]
     assert expected["a"] == 7 and all(abs(int((chosen == g).sum()) - 3.5) <= 1 for g in (0, 1))
     assert (chosen == 2).sum() > 0 and (chosen == 3).sum() > 0
+    # selector.json's entry of task a: 40 in the pool, a/7 flagged this round, 20 trained in round 0; the
+    # mean loss and the need over the 39 unflagged; unseen first: all 7 picks never trained
+    a_rows = np.r_[np.arange(7), np.arange(8, 40)]
+    split = task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task")
+    a_detail = detail.loc[[f"a/{i}" for i in range(40)]]
+    assert out.summary["tasks"]["a"] == {
+        "pool": 40, "flagged": 1, "new_flags": 1, "trained_last_round": 20,
+        "mean_loss": round(float(loss.astype(np.float32).astype(np.float64)[a_rows].mean()), 6), "need": round(_answer_error_need(loss)["a"], 6),
+        "floor_share": round(split.floor["a"], 3), "need_share": round(split.need["a"], 3), "quota": 7,
+        "selected": 7, "never_trained_selected": 7,
+        "fine_clusters": a_detail.loc[~a_detail["flagged"], "fine_cluster"].nunique(),
+        "clusters_covered": a_detail.loc[a_detail["selected"], "fine_cluster"].nunique()}
+    assert out.summary["tasks"]["a"]["fine_clusters"] == 7
 
 
 def test_task_budgets_with_a_task_at_its_pool_share_by_hand():

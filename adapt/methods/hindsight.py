@@ -271,17 +271,7 @@ class Hindsight(Selector):
         write_with_atomic(path, lambda tmp: detail.to_parquet(tmp, index=False))
         summary = {"parts": {"noise": st.noise.enabled, "budget": st.budget.enabled,
                              "coverage": st.coverage.enabled, "unseen": st.unseen.enabled, "prune": st.prune.enabled},
-                   "tasks": {t: {"pool": int(len(rows_of[t])), "flagged": int(flagged[rows_of[t]].sum()),
-                                 "new_flags": int(new_flag[rows_of[t]].sum()),
-                                 "trained_last_round": int(trained[rows_of[t]].sum()),
-                                 "mean_loss": round(float(loss[avail[t]].mean()) if len(avail[t]) else 0.0, 6),
-                                 "need": round(need[t], 6), "floor_share": round(split.floor[t], 3),
-                                 "need_share": round(split.need[t], 3), "quota": split.quota[t],
-                                 "selected": int(selected[rows_of[t]].sum()),
-                                 "never_trained_selected": int((selected & (seen == 0))[rows_of[t]].sum()),
-                                 "fine_clusters": int(len(np.unique(fine[avail[t]]))) if hidden is not None else 0,
-                                 "clusters_covered": int(len(np.unique(fine[rows_of[t][selected[rows_of[t]]]])))
-                                 if hidden is not None else 0}
+                   "tasks": {t: _task_summary(rows_of[t], avail[t], detail, need[t], split, t, hidden is not None)
                              for t in rows_of}}
         return Selection(selection_frame(ctx.pool, selected, scores=loss, clusters=fine,
                                          experts=np.where(flagged, "flagged", "")), summary)
@@ -325,6 +315,23 @@ class Hindsight(Selector):
         return Pruning([uids[i] for i in dropped],
                        f"hindsight: {len(flagged_rows)} flagged as wrong labels, then semdedup on hidden inside "
                        f"each task's fine clusters (order {ctx.order}, index {ctx.index})")
+
+
+def _task_summary(rows: np.ndarray, avail: np.ndarray, detail: pd.DataFrame, need: float, split: TaskBudget,
+                  task: str, fine_clusters: bool) -> dict:
+    """One task's entry of ``selector.json``: its pool, flags, mean loss and need, the floor's and the
+    need's part of its budget, its quota, what was selected (never-trained among it) and, with
+    coverage on, its fine clusters and how many of them the selection covers."""
+    mine, left = detail.iloc[rows], detail.iloc[avail]
+    chosen = mine[mine["selected"]]
+    return {"pool": len(rows), "flagged": int(mine["flagged"].sum()), "new_flags": int(mine["new_flag"].sum()),
+            "trained_last_round": int(mine["trained_last_round"].sum()),
+            "mean_loss": round(float(left["loss"].mean()) if len(left) else 0.0, 6),
+            "need": round(need, 6), "floor_share": round(split.floor[task], 3),
+            "need_share": round(split.need[task], 3), "quota": split.quota[task], "selected": len(chosen),
+            "never_trained_selected": int((chosen["times_trained"] == 0).sum()),
+            "fine_clusters": int(left["fine_cluster"].nunique()) if fine_clusters else 0,
+            "clusters_covered": int(chosen["fine_cluster"].nunique()) if fine_clusters else 0}
 
 
 def _hidden_rows(files: RoundLayout, uids: list[str]) -> np.ndarray:
