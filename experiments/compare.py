@@ -696,6 +696,12 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
     lines += ["Score on each task after the last round:", ""]
     lines += _md(["run", *tasks], [[ROWS[n].label, *(mean_std([r["accuracy_matrix"][-1][j] for r in rs])
                                                      for j in range(len(tasks)))] for n, rs in runs.items()] + [chance_row])
+    trained = {n: [c for c in (trained_per_task(r) for r in rs) if c is not None] for n, rs in runs.items()}
+    if any(trained.values()):
+        lines += ["Samples trained on each task, summed over the rounds (a sample trained in k rounds counts k "
+                  "times; mean ± std over the seeds):", ""]
+        lines += _md(["run", *tasks], [[ROWS[n].label, *(mean_std([c.get(t, 0) for c in cs], 1, 0) for t in tasks)]
+                                       for n, cs in trained.items() if cs])
     forgetting = {n: [float(np.nanmean([np.nan if f is None else f for f in x]))
                       if any(f is not None for f in x) else None
                       for x in zip(*[forgetting_per_task(r["accuracy_matrix"]) for r in rs])]
@@ -788,6 +794,18 @@ def oneshot_rows(runs: dict[tuple[str, float], list[dict]], rows: list[str], rat
         out.append({"row": row, "runs": rs, "A": a, "pct": paired(a, reference, lambda x, y: x / y if y else None),
                     "diffs": diffs, "wins": wins, "verdict": said})
     return out
+
+
+def trained_per_task(run: dict) -> dict[str, int] | None:
+    """How many samples of each task's dataset the run trained on, summed over its rounds (its
+    ``selected_per_dataset``; a built-in task is its dataset); None where the digest lacks it."""
+    rounds = run.get("selected_per_dataset")
+    if not rounds:
+        return None
+    total: Counter[str] = Counter()
+    for per_round in rounds:
+        total.update(per_round)
+    return dict(total)
 
 
 def per_task_table(table: list[dict], reference: list[dict]) -> list[str]:

@@ -477,3 +477,20 @@ def test_header_names_the_redrawn_stream_and_every_run_s_overrides(tmp_path):
     md = compare.write_results(args, compare.collect(args)).read_text()
     assert ("stream scale 1.0, stream seed 2 (`--stream-seed 2`), every run with `selection.budget=0.15`, seeds 0)"
             in md)
+
+
+def test_samples_trained_per_task_summed_over_rounds_by_hand(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    # seed 0: a 4 + 2 = 6, b 3; seed 1: a 4 + 4 = 8, b 1 -> a 7 ± 1, b 2 ± 1; random records none: no row
+    for seed, rounds in ((0, [{"a": 4}, {"a": 2, "b": 3}]), (1, [{"a": 4}, {"a": 4, "b": 1}])):
+        fake_run(runs, "hindsight", seed, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": 0.7, "samples_trained": [4, 5],
+                 "selected_per_dataset": rounds}, rare_selected=1)
+        fake_run(runs, "random", seed, [[0.8, 0.1], [0.6, 0.9]], {"avg_accuracy": 0.6, "samples_trained": [4, 5]},
+                 rare_selected=1)
+    args = argparse.Namespace(stream="default", rows=["random", "hindsight"], seeds=[0, 1], runs=runs, out=out,
+                              config=Path("configs/demo.yaml"), scale=1.0)
+    assert compare.trained_per_task({"selected_per_dataset": [{"a": 4}, {"a": 2, "b": 3}]}) == {"a": 6, "b": 3}
+    assert compare.trained_per_task({}) is None
+    table = compare.write_results(args, compare.collect(args)).read_text().split("Samples trained on each task")[1]
+    assert "| `hindsight` (ours) | 7 ± 1 | 2 ± 1 |" in table.split("\n\n")[1]
+    assert "| `random` |" not in table.split("\n\n")[1]
