@@ -123,6 +123,9 @@ ROWS: dict[str, Row] = {
     "hindsight_new_share_answer_error": Row(
         "`hindsight`, pool-share weights, a new task at its pool share, need as the answer's error",
         (*HINDSIGHT_POOL, "selection.hindsight.budget.need=answer_error", "selection.hindsight.budget.new_tasks=share")),
+    # after the freeze, a candidate (issue 19): the replay floor by pool share, the need still by task
+    "hindsight_pool_floor": Row("`hindsight`, the replay floor in proportion to the pool",
+                                ("selection.method=hindsight", "selection.hindsight.budget.floor_weight=pool")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
@@ -527,6 +530,7 @@ ABLATION = {"hindsight_no_noise": "noise off", "hindsight_no_budget": "budget by
             "hindsight_new_share": "pool-share weights, need as the loss, a new task at its pool share",
             "hindsight_new_share_answer_error": "pool-share weights, a new task at its pool share",
             "hindsight_need_loss": "pool-share weights, need as the loss (the first defaults)",
+            "hindsight_pool_floor": "the replay floor in proportion to the pool (the need by task)",
             "hindsight_pruned_random": "pool capped at half: random pruning instead of `prune` (vs `hindsight_pruned`)"}
 
 

@@ -323,3 +323,29 @@ def test_budget_table_puts_each_need_beside_the_eval_error_of_the_same_model(tmp
     assert table[column].tolist() == pytest.approx([98.0 * scale / 100, 30.0 * scale / 100, 99.0 * scale / 100])
     assert table["eval_error"].tolist()[:2] == pytest.approx([100.0, 25.0])
     assert math.isnan(table["eval_error"].iloc[2])
+
+
+def test_task_budgets_with_the_floor_in_proportion_to_the_pool_by_hand():
+    # weight="task", floor_weight="pool": floor 20 · (3/4, 1/4) = (15, 5), need 20 · (1/4, 3/4) = (5, 15)
+    tb = task_budgets({"a": 300, "b": 100}, {"a": 1.0, "b": 3.0}, 40, floor=0.5, weight="task", floor_weight="pool")
+    assert tb.floor == pytest.approx({"a": 15.0, "b": 5.0}) and tb.need == pytest.approx({"a": 5.0, "b": 15.0})
+    assert tb.quota == {"a": 20, "b": 20}
+    # c at its share (1/3 of 40 under task weights); the floor's 40/3 over a, b by their pool (1/4, 3/4) = (10/3, 10),
+    # the need's 40/3 by L·p = (1/2, 3/2) -> (10/3, 10): a 6.67, b 20, c 13.33 -> largest remainder (7, 20, 13)
+    tb = task_budgets({"a": 50, "b": 150, "c": 200}, {"a": 1.0, "b": 3.0, "c": 99.0}, 40, 0.5, at_share={"c"},
+                      weight="task", floor_weight="pool")
+    assert tb.floor == pytest.approx({"a": 10 / 3, "b": 10.0, "c": 40 / 3})
+    assert tb.need == pytest.approx({"a": 10 / 3, "b": 10.0, "c": 0.0})
+    assert tb.quota == {"a": 7, "b": 20, "c": 13}
+    # unset: the floor takes the need's weights (the frozen default's behaviour)
+    assert task_budgets({"a": 300, "b": 100}, {"a": 1.0, "b": 3.0}, 40, 0.5, weight="task", floor_weight=None).quota \
+        == task_budgets({"a": 300, "b": 100}, {"a": 1.0, "b": 3.0}, 40, 0.5, weight="task").quota == {"a": 15, "b": 25}
+
+
+def test_floor_weight_reaches_the_selection(round1):
+    pool, files, loss, _ = round1
+    out = _select_budget(pool, files, floor_weight="pool")
+    expected = task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task",
+                            floor_weight="pool").quota
+    assert out.table.loc[out.table["selected"], "task"].value_counts().to_dict() == expected
+    assert expected != task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task").quota

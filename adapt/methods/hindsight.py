@@ -22,7 +22,9 @@ each sample has a loss history, and the run knows what it trained on. Five parts
    says how new its answers look, not how hard it is to learn), and the formula splits the rest
    over the tasks trained before. p_t is the task's share of the pool, or with ``weight: task`` 1/T
    (A averages the tasks, whatever their sizes: a large, learned dataset is not worth more of the
-   budget than a small, hard one). Off: b_t = B·p_t (pool share), what ``random`` draws on average.
+   budget than a small, hard one); ``floor_weight`` sets the floor's weights alone (``pool``: the
+   floor replays what ``random`` would, the need still weights every task once). Off: b_t = B·p_t
+   (pool share), what ``random`` draws on average.
    Defaults (frozen for issue 19's five-seed and fresh-data checks): ``weight: task``, ``need:
    answer_error``, ρ = 0.5, ``new_tasks: need``: of the settings run on seeds 0-2 of both built-in
    streams, the best mean over the streams of A against half the gap to ``multitask``.
@@ -99,28 +101,40 @@ class TaskBudget:
     quota: dict[str, int]
 
 
-def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
-                 at_share: Collection[str] = (), weight: str = "pool") -> TaskBudget:
-    """Part 2: b_t = B(ρ·p_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with L_t = ``need[t]``, ρ = ``floor``
-    and p_t the task's weight: n_t / Σ n (``weight="pool"``, 1: in proportion to the pool) or 1/T
-    over the T tasks with samples (``"task"``: each task counts once, as in the average accuracy A).
-    The tasks in ``at_share`` get B·p_t (under ``"pool"`` what ``random`` gives them) and the formula
-    splits the rest, B(1 − Σ_{at_share} p), over the others (p_t then their share among themselves).
-    Integer quotas by largest remainder, capped at n_t (a capped task's excess goes to the others by
-    weight); they sum to min(B, Σ n)."""
-    names = list(sizes)
-    n = np.asarray([sizes[t] for t in names], dtype=np.float64)
+def task_weights(sizes: np.ndarray, weight: str) -> np.ndarray:
+    """Part 2's p_t: n_t / Σ n (``"pool"``) or 1/T over the T tasks with samples (``"task"``)."""
     if weight not in ("pool", "task"):
         raise ValueError(f"weight must be 'pool' or 'task', not {weight!r}")
-    w = n if weight == "pool" else (n > 0).astype(np.float64)
-    p = w / w.sum() if w.sum() > 0 else w
+    w = sizes if weight == "pool" else (sizes > 0).astype(np.float64)
+    return w / w.sum() if w.sum() > 0 else w
+
+
+def _among(p: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """The weights ``p`` of the tasks not ``fixed``, renormalised among themselves."""
+    q = np.where(fixed, 0.0, p)
+    return q / q.sum() if q.sum() > 0 else q
+
+
+def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
+                 at_share: Collection[str] = (), weight: str = "pool", floor_weight: str | None = None) -> TaskBudget:
+    """Part 2: b_t = B(ρ·f_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with L_t = ``need[t]``, ρ = ``floor``
+    and p_t the task's weight: n_t / Σ n (``weight="pool"``, 1: in proportion to the pool) or 1/T
+    over the T tasks with samples (``"task"``: each task counts once, as in the average accuracy A);
+    f_t the same with ``floor_weight`` (None: f = p). The tasks in ``at_share`` get B·p_t (under
+    ``"pool"`` what ``random`` gives them) and the formula splits the rest, B(1 − Σ_{at_share} p),
+    over the others (p_t and f_t then their shares among themselves). Integer quotas by largest
+    remainder, capped at n_t (a capped task's excess goes to the others by weight); they sum to
+    min(B, Σ n)."""
+    names = list(sizes)
+    n = np.asarray([sizes[t] for t in names], dtype=np.float64)
+    p = task_weights(n, weight)
     fixed = np.asarray([t in at_share for t in names], dtype=bool)
     rest = 1.0 - float(p[fixed].sum())
-    q = np.where(fixed, 0.0, p)
-    q = q / q.sum() if q.sum() > 0 else q
+    q = _among(p, fixed)
+    f = q if floor_weight is None else _among(task_weights(n, floor_weight), fixed)
     ql = q * np.asarray([max(float(need[t]), 0.0) for t in names])
     needs = ql / ql.sum() if ql.sum() > 0 else q
-    part_floor = np.where(fixed, p, rest * floor * q)
+    part_floor = np.where(fixed, p, rest * floor * f)
     part_need = np.where(fixed, 0.0, rest * (1.0 - floor) * needs)
     quotas = split_weighted([sizes[t] for t in names], (part_floor + part_need).tolist(), budget)
     return TaskBudget(dict(zip(names, (budget * part_floor).tolist())), dict(zip(names, (budget * part_need).tolist())),
@@ -241,7 +255,8 @@ class Hindsight(Selector):
         untrained = [t for t, r in rows_of.items() if not seen[r].any()] if st.budget.new_tasks == "share" else []
         split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
                              st.budget.floor if st.budget.enabled else 1.0, at_share=untrained,
-                             weight=st.budget.weight if st.budget.enabled else "pool")
+                             weight=st.budget.weight if st.budget.enabled else "pool",
+                             floor_weight=st.budget.floor_weight if st.budget.enabled else None)
         hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
         priority = seen if st.unseen.enabled else None
         rng = np.random.default_rng(ctx.seed)
