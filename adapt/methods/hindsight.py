@@ -333,7 +333,7 @@ class Hindsight(Selector):
 
 
 def _task_summary(rows: np.ndarray, avail: np.ndarray, detail: pd.DataFrame, need: float, split: TaskBudget,
-                  task: str, fine_clusters: bool) -> dict:
+                  task: str, coverage: bool) -> dict:
     """One task's entry of ``selector.json``: its pool, flags, mean loss and need, the floor's and the
     need's part of its budget, its quota, what was selected (never-trained among it) and, with
     coverage on, its fine clusters and how many of them the selection covers."""
@@ -345,8 +345,8 @@ def _task_summary(rows: np.ndarray, avail: np.ndarray, detail: pd.DataFrame, nee
             "need": round(need, 6), "floor_share": round(split.floor[task], 3),
             "need_share": round(split.need[task], 3), "quota": split.quota[task], "selected": len(chosen),
             "never_trained_selected": int((chosen["times_trained"] == 0).sum()),
-            "fine_clusters": int(left["fine_cluster"].nunique()) if fine_clusters else 0,
-            "clusters_covered": int(chosen["fine_cluster"].nunique()) if fine_clusters else 0}
+            "fine_clusters": int(left["fine_cluster"].nunique()) if coverage else 0,
+            "clusters_covered": int(chosen["fine_cluster"].nunique()) if coverage else 0}
 
 
 def _hidden_rows(files: RoundLayout, uids: list[str]) -> np.ndarray:
