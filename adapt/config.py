@@ -217,9 +217,10 @@ class HindsightBudget(_Section):
         "floor then replays what random would); task, 1/T over the T tasks (every task counts once, as in the "
         "average accuracy, whatever its dataset's size)")
     floor_weight: Literal["pool", "task"] | None = Field(
-        None, description="p_t in the floor alone (the need keeps weight): pool, the floor replays what random "
+        "pool", description="p_t in the floor alone (the need keeps weight): pool, the floor replays what random "
         "would (a large dataset still gaining keeps its replay, a small one trained through gets less) while the "
-        "need part weights every task once; task, 1/T; unset: as weight")
+        "need part weights every task once; task, 1/T (the defaults frozen for issue 19's first checks); null: as "
+        "weight")
 
 
 class HindsightCoverage(_Section):

@@ -84,7 +84,11 @@ def _expert_alone(expert: str) -> Row:
 
 
 # hindsight with the budget's task weights in proportion to the pool (the setting before the defaults were frozen)
-HINDSIGHT_POOL = ("selection.method=hindsight", "selection.hindsight.budget.weight=pool")
+HINDSIGHT_POOL = ("selection.method=hindsight", "selection.hindsight.budget.weight=pool",
+                  "selection.hindsight.budget.floor_weight=null")
+# hindsight with the replay floor by task too (1/T): the first frozen defaults (a226db2)
+HINDSIGHT_TASK_FLOOR = ("selection.method=hindsight", "selection.hindsight.budget.floor_weight=task")
+ABLATED = ("noise", "budget", "coverage", "unseen")  # hindsight's parts switched off in turn
 ROWS: dict[str, Row] = {
     "full": Row("`full` (sequential, every new sample)", ("selection.method=full",)),
     "random": Row("`random`", ("selection.method=random",)),
@@ -109,7 +113,12 @@ ROWS: dict[str, Row] = {
     "hindsight": Row("`hindsight` (ours)", ("selection.method=hindsight",)),
     **{f"hindsight_no_{part}": Row(f"`hindsight` without {part}", ("selection.method=hindsight",
                                                                     f"selection.hindsight.{part}.enabled=false"))
-       for part in ("noise", "budget", "coverage", "unseen")},
+       for part in ABLATED},
+    # the first frozen defaults (a226db2, issue 19): the replay floor by task, and their ablation
+    "hindsight_task_floor": Row("`hindsight`, the replay floor by task (the first frozen defaults)", HINDSIGHT_TASK_FLOOR),
+    **{f"hindsight_task_floor_no_{part}": Row(f"`hindsight`, the replay floor by task, without {part}",
+                                              (*HINDSIGHT_TASK_FLOOR, f"selection.hindsight.{part}.enabled=false"))
+       for part in ABLATED},
     # budget settings measured before the defaults were frozen (issue 19): each pins every budget option
     "hindsight_need_loss": Row("`hindsight`, pool-share weights, need as the loss (first defaults)",
                                (*HINDSIGHT_POOL, "selection.hindsight.budget.need=loss")),
@@ -123,9 +132,6 @@ ROWS: dict[str, Row] = {
     "hindsight_new_share_answer_error": Row(
         "`hindsight`, pool-share weights, a new task at its pool share, need as the answer's error",
         (*HINDSIGHT_POOL, "selection.hindsight.budget.need=answer_error", "selection.hindsight.budget.new_tasks=share")),
-    # after the freeze, a candidate (issue 19): the replay floor by pool share, the need still by task
-    "hindsight_pool_floor": Row("`hindsight`, the replay floor in proportion to the pool",
-                                ("selection.method=hindsight", "selection.hindsight.budget.floor_weight=pool")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
@@ -522,26 +528,28 @@ def targets(runs: dict[str, list[dict]]) -> list[list[str]]:
     return out
 
 
-# hindsight's ablation (issue 19): each variant against the full method, paired by seed
-ABLATION = {"hindsight_no_noise": "noise off", "hindsight_no_budget": "budget by need off (b_t = B·p_t)",
-            "hindsight_no_coverage": "coverage off (at random inside a task)",
-            "hindsight_no_unseen": "unseen first off", "hindsight_need_error": "pool-share weights, need as the error rate",
-            "hindsight_need_answer_error": "pool-share weights (need as the answer's error, as the default)",
-            "hindsight_new_share": "pool-share weights, need as the loss, a new task at its pool share",
-            "hindsight_new_share_answer_error": "pool-share weights, a new task at its pool share",
-            "hindsight_need_loss": "pool-share weights, need as the loss (the first defaults)",
-            "hindsight_pool_floor": "the replay floor in proportion to the pool (the need by task)",
-            "hindsight_pruned_random": "pool capped at half: random pruning instead of `prune` (vs `hindsight_pruned`)"}
+# hindsight's ablation (issue 19): each variant (row: what it changes, the row it is paired against by seed)
+PART_OFF = {"noise": "noise off", "budget": "budget by need off (b_t = B·p_t)",
+            "coverage": "coverage off (at random inside a task)", "unseen": "unseen first off"}
+ABLATION: dict[str, tuple[str, str]] = {
+    **{f"hindsight_no_{part}": (what, "hindsight") for part, what in PART_OFF.items()},
+    "hindsight_task_floor": ("the replay floor by task, 1/T (the first frozen defaults)", "hindsight"),
+    "hindsight_need_error": ("pool-share weights, need as the error rate", "hindsight"),
+    "hindsight_need_answer_error": ("pool-share weights (need as the answer's error, as the default)", "hindsight"),
+    "hindsight_new_share": ("pool-share weights, need as the loss, a new task at its pool share", "hindsight"),
+    "hindsight_new_share_answer_error": ("pool-share weights, a new task at its pool share", "hindsight"),
+    "hindsight_need_loss": ("pool-share weights, need as the loss (the first defaults)", "hindsight"),
+    "hindsight_pruned_random": ("pool capped at half: random pruning instead of `prune`", "hindsight_pruned"),
+    **{f"hindsight_task_floor_no_{part}": (what, "hindsight_task_floor") for part, what in PART_OFF.items()},
+}
 
 
 def ablation(runs: dict[str, list[dict]]) -> list[list[str]]:
-    """Table rows for :data:`ABLATION`: each variant against ``hindsight`` (the pruned one against
-    ``hindsight_pruned``), paired by seed: A and F of the variant, ΔA and ΔF (variant − full), the
-    seeds where the full method is better, and whether the part helps: "holds" when the full method
-    is better beyond seed noise (higher A, lower F)."""
+    """Table rows for :data:`ABLATION`: each variant against the row it is paired with, by seed: A and
+    F of the variant, ΔA and ΔF (variant − full), the seeds where the full method is better, and
+    whether the part helps: "holds" when the full method is better beyond seed noise (higher A, lower F)."""
     out = []
-    for name, what in ABLATION.items():
-        full = "hindsight_pruned" if name == "hindsight_pruned_random" else "hindsight"
+    for name, (what, full) in ABLATION.items():
         if name not in runs or full not in runs:
             continue
         cells = []
@@ -549,7 +557,7 @@ def ablation(runs: dict[str, list[dict]]) -> list[list[str]]:
             diffs, wins, said = versus(by_seed(runs[full], key), by_seed(runs[name], key), sign)
             cells += [mean_std([r.get(key) for r in runs[name]]), mean_std([-d for d in diffs]),
                       f"{wins}/{len(diffs)}", said] if diffs else ["—"] * 4
-        out.append([what, *cells])
+        out.append([what, f"`{full}`", *cells])
     return out
 
 
@@ -746,10 +754,11 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
                   "holds: met by more than the std:", ""]
         lines += _md(["target", "`hindsight` row", "reference", "difference", "seeds", "verdict"], met)
     if parts := ablation(runs):
-        lines += ["`hindsight`'s ablation: each part switched off (or changed) against the full method, paired by "
-                  "seed: the variant's A and F, Δ = variant − full (mean ± std over the seeds), the seeds where the "
-                  "full method is better, and whether the part helps (holds: beyond seed noise):", ""]
-        lines += _md(["variant", "A", "Δ A", "full better (A)", "part helps A", "F", "Δ F", "full better (F)",
+        lines += ["`hindsight`'s ablation: each part switched off (or changed) against the full method (the row "
+                  "it is paired with), paired by seed: the variant's A and F, Δ = variant − full (mean ± std over "
+                  "the seeds), the seeds where the full method is better, and whether the part helps (holds: beyond "
+                  "seed noise):", ""]
+        lines += _md(["variant", "against", "A", "Δ A", "full better (A)", "part helps A", "F", "Δ F", "full better (F)",
                       "part helps F"], parts)
     if costs := overhead_table(runs):
         lines += ["Selection overhead: the seconds of the gradient pass (features), the selection and the pruning, "

@@ -460,7 +460,7 @@ def test_hindsight_ablation_and_overhead_tables_by_hand(tmp_path):
                               out=out, config=Path("configs/demo.yaml"), scale=1.0)
     md = compare.write_results(args, compare.collect(args)).read_text()
     # ΔA = -6, -1 -> -3.5 ± 3.5 (within noise); ΔF = -4, -1 -> -2.5 ± 2.1: the full method forgets more, beyond noise
-    assert ("| budget by need off (b_t = B·p_t) | 71.5 ± 3.5 | -3.5 ± 3.5 | 2/2 | within seed noise | 0.5 ± 0.7 | "
+    assert ("| budget by need off (b_t = B·p_t) | `hindsight` | 71.5 ± 3.5 | -3.5 ± 3.5 | 2/2 | within seed noise | 0.5 ± 0.7 | "
             "-2.5 ± 2.1 | 0/2 | fails |") in md
     # (30 + 10) / 100 = 40%, (30 + 10) / 200 = 20% -> 30.0 ± 14.1; the rows without phase times are left out
     assert "| `hindsight` (ours) | 2 | 22.5 ± 10.6 | 7.5 ± 3.5 | 0.0 ± 0.0 | 30.0 ± 14.1 |" in md

@@ -136,30 +136,32 @@ def test_one_round_flags_the_wrong_label_and_splits_the_budget_by_need(round1):
     assert not table.loc["a/7", "selected"] and table.loc["a/7", "expert"] == "flagged"
     detail = pd.read_parquet(files.dir / "hindsight" / "samples.parquet").set_index("uid")
     assert detail["flagged"].sum() == 1 and detail.loc["a/7", "new_flag"]
-    # the budget by need (the defaults: the whole answer's error, every task weighted once) over the 39
-    # unflagged a-samples and the 20 b-samples, as task_budgets computes it
-    expected = task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task").quota
+    # the budget by need (the defaults: the whole answer's error, every task weighted once, the floor by pool
+    # share) over the 39 unflagged a-samples and the 20 b-samples, as task_budgets computes it: floor
+    # 12 · (39, 20) / 59 = (7.93, 4.07), need 12 · (0.092, 0.994) / 1.086 = (1.02, 10.98) -> (9, 15)
+    expected = task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task",
+                            floor_weight="pool").quota
     counts = out.table.loc[out.table["selected"], "task"].value_counts().to_dict()
     assert counts == expected and sum(counts.values()) == 24
     assert out.summary["tasks"]["a"]["flagged"] == 1 and out.summary["tasks"]["b"]["quota"] == expected["b"]
-    # coverage: a's 7 drawn over its two hidden-state groups in proportion (k = 7 fine clusters of 39);
-    # b's 17 of 20 (17 fine clusters, proportional to their sizes, not to the groups) reach both groups
+    # coverage: a's 9 drawn over its two hidden-state groups in proportion (k = 9 fine clusters of 39);
+    # b's 15 of 20 (15 fine clusters, proportional to their sizes, not to the groups) reach both groups
     chosen = group[out.table["selected"].to_numpy()]
-    assert expected["a"] == 7 and all(abs(int((chosen == g).sum()) - 3.5) <= 1 for g in (0, 1))
+    assert expected == {"a": 9, "b": 15} and all(abs(int((chosen == g).sum()) - 4.5) <= 1 for g in (0, 1))
     assert (chosen == 2).sum() > 0 and (chosen == 3).sum() > 0
     # selector.json's entry of task a: 40 in the pool, a/7 flagged this round, 20 trained in round 0; the
-    # mean loss and the need over the 39 unflagged; unseen first: all 7 picks never trained
+    # mean loss and the need over the 39 unflagged; unseen first: all 9 picks never trained
     a_rows = np.r_[np.arange(7), np.arange(8, 40)]
-    split = task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task")
+    split = task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task", floor_weight="pool")
     a_detail = detail.loc[[f"a/{i}" for i in range(40)]]
     assert out.summary["tasks"]["a"] == {
         "pool": 40, "flagged": 1, "new_flags": 1, "trained_last_round": 20,
         "mean_loss": round(float(loss.astype(np.float32).astype(np.float64)[a_rows].mean()), 6), "need": round(_answer_error_need(loss)["a"], 6),
-        "floor_share": round(split.floor["a"], 3), "need_share": round(split.need["a"], 3), "quota": 7,
-        "selected": 7, "never_trained_selected": 7,
+        "floor_share": round(split.floor["a"], 3), "need_share": round(split.need["a"], 3), "quota": 9,
+        "selected": 9, "never_trained_selected": 9,
         "fine_clusters": a_detail.loc[~a_detail["flagged"], "fine_cluster"].nunique(),
         "clusters_covered": a_detail.loc[a_detail["selected"], "fine_cluster"].nunique()}
-    assert out.summary["tasks"]["a"]["fine_clusters"] == 7
+    assert out.summary["tasks"]["a"]["fine_clusters"] == 9
 
 
 def test_task_budgets_with_a_task_at_its_pool_share_by_hand():
@@ -196,7 +198,7 @@ def test_task_budgets_with_every_task_weighted_once_by_hand():
 
 def test_every_task_weighted_once_in_the_selection(round1):
     pool, files, loss, group = round1
-    out = _select_budget(pool, files, weight="task", need="loss")
+    out = _select_budget(pool, files, weight="task", floor_weight="task", need="loss")
     need = {"a": float(np.mean(np.delete(loss[:40], 7))), "b": 4.0}
     expected = task_budgets({"a": 39, "b": 20}, need, 24, 0.5, weight="task").quota
     assert expected != task_budgets({"a": 39, "b": 20}, need, 24, 0.5).quota
