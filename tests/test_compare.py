@@ -494,3 +494,27 @@ def test_samples_trained_per_task_summed_over_rounds_by_hand(tmp_path):
     table = compare.write_results(args, compare.collect(args)).read_text().split("Samples trained on each task")[1]
     assert "| `hindsight` (ours) | 7 ± 1 | 2 ± 1 |" in table.split("\n\n")[1]
     assert "| `random` |" not in table.split("\n\n")[1]
+
+
+@pytest.mark.parametrize("row", list(compare.ROWS))
+def test_every_row_is_a_valid_config(row):
+    from adapt.config import load_config
+
+    cfg = load_config("configs/demo.yaml", list(compare.ROWS[row].overrides))
+    assert cfg.selection.method in {o.split("=", 1)[1] for o in compare.ROWS[row].overrides
+                                    if o.startswith("selection.method=")}
+
+
+def test_hindsight_rows_pin_the_replay_floor_they_ran_with():
+    from adapt.config import load_config
+
+    def budget(row: str):
+        return load_config("configs/demo.yaml", list(compare.ROWS[row].overrides)).selection.hindsight.budget
+
+    assert budget("hindsight").floor_weight == "pool" and budget("hindsight").weight == "task"  # the defaults
+    assert budget("hindsight_task_floor").floor_weight == "task"  # the first frozen defaults (a226db2)
+    assert budget("hindsight_task_floor_no_noise").floor_weight == "task"
+    # the settings run before the first freeze had no floor_weight: the floor as the weight
+    assert budget("hindsight_need_loss").floor_weight is None and budget("hindsight_need_loss").weight == "pool"
+    # every ablation variant and the row it is paired with are rows of the grid
+    assert all(v in compare.ROWS and full in compare.ROWS for v, (_, full) in compare.ABLATION.items())
