@@ -1,0 +1,82 @@
+"""How fast each task is learned in its own round, from the runs' digests (issue 19's diagnostics).
+
+The round a task's dataset arrives, its eval error goes from e₀ (the model before the round: the
+accuracy matrix's previous row, or the base model's score in round 0) to e₁ (the round's row), with
+x of its samples trained. Under a learning curve e = e₀·exp(−r·x) its rate is r = ln(e₀ / e₁) / x per
+sample (errors floored at ``--floor``: a score of 100% is one eval split's worth of learning, not
+infinite). Per stream and task, for each row given: x, e₀ → e₁ and r (per 1,000 samples), mean ±
+std over the seeds. The digests are the ones the results tables read (``experiments/results/runs``),
+so a fresh clone prints what the README quotes:
+
+    python experiments/learning_rates.py --rows random hindsight
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "experiments" / "results" / "runs"
+
+
+def own_round_rates(digest: dict, floor: float) -> dict[str, tuple[int, float, float, float]]:
+    """Per task, in the round its dataset arrives: (samples of it trained, error before, error after,
+    rate per sample ln(e₀ / e₁) / x with both errors floored at ``floor``)."""
+    acc, before = digest["accuracy_matrix"], digest["accuracy_before"]
+    out = {}
+    for j, task in enumerate(digest["tasks"]):
+        e0 = 1.0 - (acc[j - 1][j] if j > 0 else before[j])
+        e1 = 1.0 - acc[j][j]
+        x = int(digest["selected_per_dataset"][j].get(task, 0))
+        rate = math.log(max(e0, floor) / max(e1, floor)) / x if x else math.nan
+        out[task] = (x, e0, e1, rate)
+    return out
+
+
+def rate_table(runs: Path, stream: str, rows: list[str], floor: float) -> list[list[str]]:
+    """Markdown rows: task, then per row x, e₀ → e₁ (%) and r per 1,000 samples, mean ± std over its seeds."""
+    per_row = {}
+    for row in rows:
+        digests = sorted((runs / stream).glob(f"{row}-s*.json"))
+        per_row[row] = [own_round_rates(json.loads(p.read_text()), floor) for p in digests]
+    tasks = next((list(d[0]) for d in per_row.values() if d), [])
+    out = []
+    for task in tasks:
+        cells = [f"{task}"]
+        for row in rows:
+            vals = np.asarray([d[task] for d in per_row[row]], dtype=np.float64)
+            if not len(vals):
+                cells += ["—"] * 3
+                continue
+            x, e0, e1, r = vals.T
+            cells += [f"{x.mean():.0f}", f"{100 * e0.mean():.1f} → {100 * e1.mean():.1f}",
+                      f"{1000 * r.mean():.2f} ± {1000 * r.std(ddof=1) if len(r) > 1 else 0.0:.2f}"]
+        out.append(cells)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stream", nargs="+", default=["default", "alt"])
+    ap.add_argument("--rows", nargs="+", default=["random", "hindsight"])
+    ap.add_argument("--runs", type=Path, default=RUNS, help="the digests, <runs>/<stream>/<row>-s<S>.json")
+    ap.add_argument("--floor", type=float, default=0.005, help="errors below this count as this (a fraction)")
+    args = ap.parse_args()
+    for stream in args.stream:
+        seeds = {row: len(list((args.runs / stream).glob(f"{row}-s*.json"))) for row in args.rows}
+        print(f"\n{stream} (each task in its own round; seeds: "
+              + ", ".join(f"{row} {n}" for row, n in seeds.items()) + ")\n")
+        head = ["task"] + [f"{row} {c}" for row in args.rows for c in ("x", "error %", "r per 1,000")]
+        print("| " + " | ".join(head) + " |")
+        print("| --- |" + " ---: |" * (len(head) - 1))
+        for cells in rate_table(args.runs, stream, args.rows, args.floor):
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

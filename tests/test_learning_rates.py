@@ -1,0 +1,62 @@
+"""experiments/learning_rates.py: each task's learning rate in its own round, worked by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import learning_rates  # noqa: E402
+
+
+def _digest(acc, before, selected):
+    return {"tasks": ["a", "b"], "accuracy_matrix": acc, "accuracy_before": before, "selected_per_dataset": selected}
+
+
+def test_own_round_rate_by_hand():
+    # a arrives in round 0: error 1 − 0.2 = 0.8 before (the base model), 1 − 0.6 = 0.4 after, 100 of it trained:
+    # r = ln(0.8 / 0.4) / 100; b arrives in round 1: error 1 − 0.1 = 0.9 after round 0, 0 after round 1
+    # (floored at 0.05), 50 of it trained: r = ln(0.9 / 0.05) / 50
+    d = _digest([[0.6, 0.1], [0.5, 1.0]], [0.2, 0.0], [{"a": 100}, {"a": 30, "b": 50}])
+    out = learning_rates.own_round_rates(d, floor=0.05)
+    assert out["a"][:3] == (100, pytest.approx(0.8), pytest.approx(0.4))
+    assert out["a"][3] == pytest.approx(math.log(2) / 100)
+    assert out["b"][:3] == (50, pytest.approx(0.9), pytest.approx(0.0))
+    assert out["b"][3] == pytest.approx(math.log(0.9 / 0.05) / 50)
+
+
+def test_rate_table_is_the_mean_and_std_over_seeds(tmp_path):
+    # two seeds of row "r": a's rates ln 2 / 100 and ln 2 / 50 -> mean 10.40 per 1,000, std (ddof 1) 4.90;
+    # x: 100 and 50 -> 75; errors 80 -> 40 both
+    (tmp_path / "s").mkdir()
+    for seed, x in ((0, 100), (1, 50)):
+        d = _digest([[0.6, 0.1], [0.5, 0.8]], [0.2, 0.0], [{"a": x}, {"a": 10, "b": 10}])
+        (tmp_path / "s" / f"r-s{seed}.json").write_text(json.dumps(d))
+    table = learning_rates.rate_table(tmp_path, "s", ["r", "missing"], floor=0.005)
+    rates = [math.log(2) / 100, math.log(2) / 50]
+    mean = 1000 * sum(rates) / 2
+    std = 1000 * abs(rates[0] - rates[1]) / math.sqrt(2)
+    assert table[0] == ["a", "75", "80.0 → 40.0", f"{mean:.2f} ± {std:.2f}", "—", "—", "—"]
+    assert f"{mean:.2f} ± {std:.2f}" == "10.40 ± 4.90"
+    assert [row[0] for row in table] == ["a", "b"]
+
+
+def test_the_readme_quotes_the_rates_the_digests_give():
+    """README's learning-rate sentence is what the script prints from the committed digests."""
+    runs = ROOT / "experiments" / "results" / "runs"
+
+    def rate(stream, task):
+        row = next(r for r in learning_rates.rate_table(runs, stream, ["random"], 0.005) if r[0] == task)
+        mean, std = (float(v) for v in row[3].split(" ± "))
+        return f"{mean:.1f} ± {std:.1f}"
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"knowledge {rate('default', 'vqa_knowledge')} on `default` and {rate('alt', 'vqa_knowledge')} on `alt`, "
+            f"multi-image {rate('default', 'multi_image')} and {rate('alt', 'multi_image')}, "
+            f"reasoning {rate('default', 'reasoning')} and {rate('alt', 'reasoning')}") in readme
