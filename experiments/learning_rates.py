@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from compare import mean_std  # the results tables' mean ± std (sample std)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "experiments" / "results" / "runs"
@@ -55,7 +56,7 @@ def rate_table(runs: Path, stream: str, rows: list[str], floor: float) -> list[l
                 continue
             x, e0, e1, r = vals.T
             cells += [f"{x.mean():.0f}", f"{100 * e0.mean():.1f} → {100 * e1.mean():.1f}",
-                      f"{1000 * r.mean():.2f} ± {1000 * r.std(ddof=1) if len(r) > 1 else 0.0:.2f}"]
+                      mean_std(r.tolist(), scale=1000.0, digits=2)]
         out.append(cells)
     return out
 
