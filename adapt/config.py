@@ -221,6 +221,14 @@ class HindsightBudget(_Section):
         "would (a large dataset still gaining keeps its replay, a small one trained through gets less) while the "
         "need part weights every task once; task, 1/T (the defaults frozen for issue 19's first checks); null: as "
         "weight")
+    split: Literal["need", "gain"] = Field(
+        "need", description="how the need's part of the budget is split: need, in proportion to p_t·L_t; gain, "
+        "so as to maximise the expected gain in A, Σ p_t·L_t·(1 − exp(−r_t·x_t)), each task's need falling at its "
+        "own learning rate r_t per sample trained, measured by a probe at the task's first round (see probe): a "
+        "fast learner gets what it takes to learn and no more, a task training barely moves gets its floor")
+    probe: int = Field(160, ge=1, description="split: gain: a copy of the round's model, with a fresh adapter, is "
+                       "trained (training.epochs, as the round trains) on this many of a new task's samples, and "
+                       "r_t = ln(L before / L after) / samples, L the need of as many of its other samples")
 
 
 class HindsightCoverage(_Section):

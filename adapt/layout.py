@@ -171,6 +171,10 @@ class ReferenceLayout:
     def features(self) -> Path:
         return self.dir / "features"
 
+    def probe(self, k: int) -> Path:
+        """The adapter of hindsight's learning-rate probe of the round's k-th task (``split: gain``)."""
+        return self.dir / f"probe-{k}"
+
 
 @dataclass(frozen=True)
 class RunLayout:

@@ -132,6 +132,9 @@ ROWS: dict[str, Row] = {
     "hindsight_new_share_answer_error": Row(
         "`hindsight`, pool-share weights, a new task at its pool share, need as the answer's error",
         (*HINDSIGHT_POOL, "selection.hindsight.budget.need=answer_error", "selection.hindsight.budget.new_tasks=share")),
+    # a candidate (issue 19): the need's part split by the expected gain in A, each task's learning rate probed
+    "hindsight_gain": Row("`hindsight`, the need split by expected gain (learning-rate probe)",
+                          ("selection.method=hindsight", "selection.hindsight.budget.split=gain")),
     "hindsight_pruned": Row("`hindsight` (pruning to half the data seen)", ("selection.method=hindsight", PRUNE)),
     "hindsight_pruned_random": Row("`hindsight` (pruning to half at random)",
                                    ("selection.method=hindsight", "selection.hindsight.prune.enabled=false", PRUNE)),
@@ -543,6 +546,7 @@ ABLATION: dict[str, tuple[str, str]] = {
     "hindsight_new_share_answer_error": ("pool-share weights, a new task at its pool share", "hindsight_task_floor"),
     "hindsight_need_loss": ("pool-share weights, need as the loss (the first defaults)", "hindsight_task_floor"),
     "hindsight_pruned_random": ("pool capped at half: random pruning instead of `prune`", "hindsight_pruned"),
+    "hindsight_gain": ("the need's part split by expected gain, rates from a 160-sample probe", "hindsight"),
     **{f"hindsight_task_floor_no_{part}": (what, "hindsight_task_floor") for part, what in PART_OFF.items()},
 }
 

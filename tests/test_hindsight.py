@@ -351,3 +351,68 @@ def test_floor_weight_reaches_the_selection(round1):
                             floor_weight="pool").quota
     assert out.table.loc[out.table["selected"], "task"].value_counts().to_dict() == expected
     assert expected != task_budgets({"a": 39, "b": 20}, _answer_error_need(loss), 24, 0.5, weight="task").quota
+
+
+def test_gain_split_by_hand():
+    """Σ y = 300 with ln λ = (100 ln .005 + 500 ln .0005 − 300) / 600: y = (241.88, 58.12)."""
+    from adapt.methods.hindsight import gain_split
+
+    y = gain_split(np.array([0.5, 0.5]), np.array([1.0, 0.5]), np.array([0.01, 0.002]), np.zeros(2),
+                   np.array([1e6, 1e6]), 300.0)
+    log_lam = (100 * math.log(0.005) + 500 * math.log(0.0005) - 300) / 600
+    assert y == pytest.approx([100 * (math.log(0.005) - log_lam), 500 * (math.log(0.0005) - log_lam)], abs=1e-6)
+    assert y == pytest.approx([241.88, 58.12], abs=5e-3)
+
+
+def test_gain_split_respects_the_floor_the_room_and_a_task_that_does_not_learn():
+    from adapt.methods.hindsight import gain_split
+
+    w, L = np.full(3, 1 / 3), np.array([1.0, 1.0, 1.0])
+    # task 2 learns nothing (r = 0): none of the need; task 0 has room for 50 only; 200 to give
+    y = gain_split(w, L, np.array([0.01, 0.01, 0.0]), np.array([10.0, 10.0, 10.0]), np.array([60, 1000, 1000]), 200.0)
+    assert y == pytest.approx([50.0, 150.0, 0.0], abs=1e-6)
+    # the floor's samples already spent: equal rates and needs, the task with the larger floor gets less,
+    # the two ending level: f + y equal (10 + 100 = 60 + 50)
+    y = gain_split(w[:2], L[:2], np.array([0.01, 0.01]), np.array([10.0, 60.0]), np.array([1e6, 1e6]), 150.0)
+    assert y == pytest.approx([100.0, 50.0], abs=1e-6)
+    # more to give than room: every task filled
+    y = gain_split(w[:2], L[:2], np.array([0.01, 0.02]), np.zeros(2), np.array([30, 40]), 500.0)
+    assert y == pytest.approx([30.0, 40.0], abs=1e-6)
+
+
+def test_task_budgets_with_rates_split_the_need_by_gain():
+    """The floor as before (weight task, floor by pool: 20 · (3/4, 1/4) = (15, 5)); the need's 20 by
+    :func:`gain_split` with w = 1/2, the floor's samples and the pool sizes as room."""
+    from adapt.methods.hindsight import gain_split
+
+    sizes, need, rates = {"a": 300, "b": 100}, {"a": 0.5, "b": 1.0}, {"a": 0.05, "b": 0.01}
+    tb = task_budgets(sizes, need, 40, 0.5, weight="task", floor_weight="pool", rates=rates)
+    y = gain_split(np.array([0.5, 0.5]), np.array([0.5, 1.0]), np.array([0.05, 0.01]), np.array([15.0, 5.0]),
+                   np.array([300, 100]), 20.0)
+    assert y == pytest.approx([6.938, 13.062], abs=1e-3)  # the need split would give (6.67, 13.33)
+    assert tb.floor == pytest.approx({"a": 15.0, "b": 5.0})
+    assert tb.need == pytest.approx({"a": y[0], "b": y[1]}) and sum(tb.need.values()) == pytest.approx(20.0)
+    assert tb.quota == {"a": 22, "b": 18}
+    # a fast learner past its knee after the floor's 15 samples (e^{-3}) gets none of the need
+    assert task_budgets(sizes, need, 40, 0.5, weight="task", floor_weight="pool", rates={"a": 0.2, "b": 0.01}).quota \
+        == {"a": 15, "b": 25}
+    # a task without a rate gets the median of the others'; no rate at all: the need split
+    assert task_budgets({**sizes, "c": 100}, {**need, "c": 1.0}, 40, 0.5, weight="task", floor_weight="pool",
+                        rates={**rates, "c": None}).quota == \
+        task_budgets({**sizes, "c": 100}, {**need, "c": 1.0}, 40, 0.5, weight="task", floor_weight="pool",
+                     rates={**rates, "c": 0.03}).quota
+    assert task_budgets(sizes, need, 40, 0.5, weight="task", floor_weight="pool", rates={"a": None, "b": None}).quota \
+        == task_budgets(sizes, need, 40, 0.5, weight="task", floor_weight="pool").quota
+
+
+def test_learning_rate_and_probe_split_by_hand():
+    from adapt.methods.rate_probe import learning_rate, probe_split
+
+    assert learning_rate(0.8, 0.2, 100) == pytest.approx(math.log(4) / 100)
+    assert learning_rate(0.2, 0.8, 100) == 0.0  # a need that rose: no learning
+    assert learning_rate(0.5, 0.0, 10) == pytest.approx(math.log(0.5 / 1e-6) / 10)
+    rows = np.arange(100, 130)
+    train, held = probe_split(rows, 8, np.random.default_rng(0))
+    assert len(train) == len(held) == 8 and not set(train) & set(held) and set(train) | set(held) <= set(rows)
+    train, held = probe_split(rows, 50, np.random.default_rng(0))  # at most half of the task
+    assert len(train) == len(held) == 15 and sorted([*train, *held]) == rows.tolist()

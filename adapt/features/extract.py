@@ -139,3 +139,30 @@ def gradient_store(model: Any, family: ModelFamily, samples: list[Sample], out: 
     for p in model.parameters():
         p.grad = None
     return store
+
+
+@torch.no_grad()
+def answer_scores(model: Any, family: ModelFamily, samples: list[Sample], max_length: int, batch_size: int,
+                  progress: bool = False, desc: str = "answer losses") -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's mean answer-token loss and its number of answer tokens under ``model`` in eval
+    mode, forward only: the ``loss`` and ``answer_tokens`` columns the gradient pass stores
+    (:func:`~adapt.features.per_sample.per_token_scores`), without the gradients."""
+    from adapt.features.per_sample import batches, per_token_scores
+
+    collate = Collator(family, max_length)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss, tokens = [], []
+    try:
+        for part in tqdm(list(batches(samples, batch_size)), desc=desc, unit="batch", disable=not progress,
+                         leave=False, dynamic_ncols=True):
+            batch = _to_device(collate(part), device)
+            out = model(**{k: v for k, v in batch.items() if k != "labels"})
+            scores = per_token_scores(out.logits, batch["labels"])
+            loss.append(_numpy(scores["loss"]).astype(np.float64))
+            tokens.append(scores["answer_tokens"].cpu().numpy().astype(np.int64))
+    finally:
+        model.train(was_training)
+    empty = np.zeros(0)
+    return (np.concatenate(loss) if loss else empty), (np.concatenate(tokens) if tokens else empty.astype(np.int64))

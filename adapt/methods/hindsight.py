@@ -23,8 +23,11 @@ each sample has a loss history, and the run knows what it trained on. Five parts
    over the tasks trained before. p_t is the task's share of the pool, or with ``weight: task`` 1/T
    (A averages the tasks, whatever their sizes: a large, learned dataset is not worth more of the
    budget than a small, hard one); ``floor_weight`` sets the floor's weights alone (``pool``: the
-   floor replays what ``random`` would, the need still weights every task once). Off: b_t = B·p_t
-   (pool share), what ``random`` draws on average.
+   floor replays what ``random`` would, the need still weights every task once). With ``split:
+   gain`` the need's part goes where it is expected to raise A most, Σ p_t·L_t·(1 − exp(−r_t·x_t))
+   (:func:`gain_split`), each task's learning rate r_t measured by a probe at its first round
+   (:mod:`adapt.methods.rate_probe`): a fast learner gets what it takes to learn, no more.
+   Off: b_t = B·p_t (pool share), what ``random`` draws on average.
    Defaults: ``weight: task``, ``floor_weight: pool``, ``need: answer_error``, ρ = 0.5, ``new_tasks:
    need``. The first frozen defaults (a226db2: the floor by task too, row ``hindsight_task_floor``)
    were the best mean over both built-in streams of A against half the gap to ``multitask`` among
@@ -47,11 +50,13 @@ each sample has a loss history, and the run knows what it trained on. Five parts
 Needs ``features.enabled: true``. Per round it writes ``rounds/<t>/hindsight/samples.parquet``
 (uid, task, loss, z, flagged, times trained before, fine cluster, selected) and
 ``rounds/<t>/selector.json`` (per task: pool, flagged, mean loss, the floor's and the need's share
-of the budget, clusters covered, never-trained samples selected).
+of the budget, clusters covered, never-trained samples selected; with ``split: gain`` its rate and,
+at its first round, the probe's figures, the probe's adapter in ``rounds/<t>/hindsight/probe-<k>/``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -62,6 +67,7 @@ import pandas as pd
 
 from adapt.io import read_parquet, write_with_atomic
 from adapt.layout import RoundLayout, round_name
+from adapt.methods.rate_probe import ProbeResult, probe_rate
 from adapt.selection.base import SELECTORS, PruneContext, Pruning, Selection, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import split_proportional, split_weighted
 from adapt.selection.inputs import per_task_rows, round_store
@@ -118,7 +124,8 @@ def _among(p: np.ndarray, fixed: np.ndarray) -> np.ndarray:
 
 
 def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
-                 at_share: Collection[str] = (), weight: str = "pool", floor_weight: str | None = None) -> TaskBudget:
+                 at_share: Collection[str] = (), weight: str = "pool", floor_weight: str | None = None,
+                 rates: Mapping[str, float | None] | None = None) -> TaskBudget:
     """Part 2: b_t = B(ρ·f_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with L_t = ``need[t]``, ρ = ``floor``
     and p_t the task's weight: n_t / Σ n (``weight="pool"``, 1: in proportion to the pool) or 1/T
     over the T tasks with samples (``"task"``: each task counts once, as in the average accuracy A);
@@ -126,7 +133,8 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
     ``"pool"`` what ``random`` gives them) and the formula splits the rest, B(1 − Σ_{at_share} p),
     over the others (p_t and f_t then their shares among themselves). Integer quotas by largest
     remainder, capped at n_t (a capped task's excess goes to the others by weight); they sum to
-    min(B, Σ n)."""
+    min(B, Σ n). With ``rates`` (``split: gain``; None: not measured, see :func:`with_prior`) the
+    need's part is split by :func:`gain_split` instead."""
     names = list(sizes)
     n = np.asarray([sizes[t] for t in names], dtype=np.float64)
     p = task_weights(n, weight)
@@ -137,10 +145,70 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
     ql = q * np.asarray([max(float(need[t]), 0.0) for t in names])
     needs = ql / ql.sum() if ql.sum() > 0 else q
     part_floor = np.where(fixed, p, rest * floor * f)
+    r = with_prior([rates.get(t) for t in names]) if rates is not None else None
+    if r is not None and budget > 0 and (~fixed).any():
+        free = ~fixed
+        y = gain_split(q[free], np.asarray([float(need[t]) for t in names])[free], r[free],
+                       budget * part_floor[free], n[free], budget * rest * (1.0 - floor))
+        needs = np.zeros(len(names))
+        needs[free] = y / y.sum() if y.sum() > 0 else q[free]
     part_need = np.where(fixed, 0.0, rest * (1.0 - floor) * needs)
     quotas = split_weighted([sizes[t] for t in names], (part_floor + part_need).tolist(), budget)
     return TaskBudget(dict(zip(names, (budget * part_floor).tolist())), dict(zip(names, (budget * part_need).tolist())),
                       dict(zip(names, (int(q) for q in quotas))))
+
+
+def gain_split(weight: np.ndarray, need: np.ndarray, rate: np.ndarray, floor: np.ndarray, size: np.ndarray,
+               total: float) -> np.ndarray:
+    """Part 2 with ``split: gain``: ``total`` samples y_t over the tasks that maximise the expected
+    gain in A, Σ_t w_t·L_t·(1 − exp(−r_t(f_t + y_t))), task t's need L_t falling as exp(−r_t·x) with
+    the x samples trained on it (:mod:`adapt.methods.rate_probe`) and f_t the floor's samples. The
+    optimum (KKT, water-filling) gives every task with 0 < y_t < n_t − f_t the same marginal gain λ:
+    y_t = ln(w_t·L_t·r_t·exp(−r_t·f_t) / λ) / r_t, clipped to [0, n_t − f_t], λ found by bisection on
+    ln λ so that Σ y_t = min(total, Σ (n_t − f_t)). A task with L_t·r_t = 0 gets none."""
+    w, L, r = (np.asarray(a, dtype=np.float64) for a in (weight, need, rate))
+    f = np.asarray(floor, dtype=np.float64)
+    room = np.maximum(np.asarray(size, dtype=np.float64) - f, 0.0)
+    top = w * np.maximum(L, 0.0) * r * np.exp(-r * f)  # the marginal gain at y = 0
+    live = (top > 0) & (room > 0)
+    y = np.zeros(len(w))
+    target = min(float(total), float(room[live].sum()))
+    if target <= 0:
+        return y
+
+    def alloc(log_lam: float) -> np.ndarray:
+        out = np.zeros(len(w))
+        out[live] = np.clip((np.log(top[live]) - log_lam) / r[live], 0.0, room[live])
+        return out
+
+    # Σ y falls with ln λ: at hi every task gets 0, at lo every task its room
+    lo, hi = float((np.log(top[live]) - r[live] * room[live]).min()) - 1.0, float(np.log(top[live]).max())
+    for _ in range(200):  # far past float64's resolution of ln λ
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if alloc(mid).sum() > target else (lo, mid)
+    return alloc(hi)
+
+
+def with_prior(rates: list[float | None]) -> np.ndarray | None:
+    """The tasks' learning rates, a task without one given the median of the others' (a resumed or
+    switched run whose earlier rounds measured none); None when no task has one."""
+    known = [float(r) for r in rates if r is not None]
+    if not known:
+        return None
+    prior = float(np.median(known))
+    return np.asarray([prior if r is None else float(r) for r in rates], dtype=np.float64)
+
+
+def rates_before(files: RoundLayout, t: int) -> dict[str, float]:
+    """Each task's learning rate as its probe measured it in rounds 0 … t−1 (their ``selector.json``)."""
+    out: dict[str, float] = {}
+    for r in range(t):
+        path = RoundLayout(files.dir.parent / round_name(r)).selector
+        tasks = json.loads(path.read_text()).get("tasks", {}) if path.is_file() else {}
+        for task, entry in tasks.items():
+            if entry.get("rate") is not None:
+                out.setdefault(task, float(entry["rate"]))
+    return out
 
 
 def task_need(loss: np.ndarray, measure: str, answer_tokens: np.ndarray | None = None) -> float:
@@ -224,7 +292,13 @@ def _samples_path(files: RoundLayout) -> Path:
 @SELECTORS.register("hindsight")
 class Hindsight(Selector):
     name = "hindsight"
-    needs_model = False  # everything it reads is in the round's gradient pass
+
+    @property
+    def needs_model(self) -> bool:  # type: ignore[override]
+        """Only the learning-rate probe (``budget.split: gain``) runs the model; everything else it
+        reads is in the round's gradient pass."""
+        budget = self.config.selection.hindsight.budget
+        return budget.enabled and budget.split == "gain"
 
     def needs_features(self) -> bool:
         return True
@@ -254,11 +328,13 @@ class Hindsight(Selector):
         avail = {t: r[~flagged[r]] for t, r in rows_of.items()}
         need = {t: task_need(loss[r], st.budget.need, tokens[r]) for t, r in avail.items()}
         seen = times_trained(files, ctx.round, uids)
-        untrained = [t for t, r in rows_of.items() if not seen[r].any()] if st.budget.new_tasks == "share" else []
+        untrained = [t for t, r in rows_of.items() if not seen[r].any()]
+        rates, probes = self._rates(ctx, files, avail, untrained) if self.needs_model else (None, {})
         split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
-                             st.budget.floor if st.budget.enabled else 1.0, at_share=untrained,
+                             st.budget.floor if st.budget.enabled else 1.0,
+                             at_share=untrained if st.budget.new_tasks == "share" else (),
                              weight=st.budget.weight if st.budget.enabled else "pool",
-                             floor_weight=st.budget.floor_weight if st.budget.enabled else None)
+                             floor_weight=st.budget.floor_weight if st.budget.enabled else None, rates=rates)
         hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
         priority = seen if st.unseen.enabled else None
         rng = np.random.default_rng(ctx.seed)
@@ -288,10 +364,30 @@ class Hindsight(Selector):
         write_with_atomic(path, lambda tmp: detail.to_parquet(tmp, index=False))
         summary = {"parts": {"noise": st.noise.enabled, "budget": st.budget.enabled,
                              "coverage": st.coverage.enabled, "unseen": st.unseen.enabled, "prune": st.prune.enabled},
-                   "tasks": {t: _task_summary(rows_of[t], avail[t], detail, need[t], split, t, hidden is not None)
+                   "tasks": {t: {**_task_summary(rows_of[t], avail[t], detail, need[t], split, t, hidden is not None),
+                                 **({} if rates is None else {"rate": rates[t]}),
+                                 **({"probe": probes[t].summary()} if t in probes else {})}
                              for t in rows_of}}
         return Selection(selection_frame(ctx.pool, selected, scores=loss, clusters=fine,
                                          experts=np.where(flagged, "flagged", "")), summary)
+
+    def _rates(self, ctx: SelectionContext, files: RoundLayout, avail: dict[str, np.ndarray],
+               untrained: list[str]) -> tuple[dict[str, float | None], dict[str, ProbeResult]]:
+        """Part 2 with ``split: gain``: each task's learning rate, measured by the probe
+        (:mod:`adapt.methods.rate_probe`) at the task's first round, before any of it is trained, and
+        read back from that round's ``selector.json`` after; None for a task trained before without
+        one. Returns the rates and this round's probes."""
+        budget = self.config.selection.hindsight.budget
+        known: dict[str, float | None] = dict(rates_before(files, ctx.round))
+        probes = {}
+        for k, (t, rows) in enumerate(avail.items()):
+            if t not in known and t in untrained:
+                result = probe_rate(ctx, t, k, rows, budget.probe,
+                                    lambda loss, tokens: task_need(loss, budget.need, tokens))
+                if result is not None:
+                    probes[t] = result
+                    known[t] = result.rate
+        return {t: known.get(t) for t in avail}, probes
 
     def prune(self, ctx: PruneContext) -> Pruning | None:
         """Part 5: the flagged first, then near-duplicates inside each task's fine clusters of the

@@ -28,9 +28,9 @@ WARM_UIDS = "warmup_uids.json"  # the uids the reference adapter was fine-tuned 
 
 
 def warm_up(bundle: Any, samples: list, config: Any, seed: int, adapter_dir: Path, progress: bool = False,
-            desc: str = "warm-up", base_ref: str | None = None) -> Any:
-    """A copy of ``bundle``'s model, adapters merged, with a fresh LoRA adapter fine-tuned for one
-    epoch on ``samples`` (the run's ``lora`` and ``training`` settings), saved to ``adapter_dir``
+            desc: str = "warm-up", base_ref: str | None = None, epochs: float = 1.0) -> Any:
+    """A copy of ``bundle``'s model, adapters merged, with a fresh LoRA adapter fine-tuned for
+    ``epochs`` on ``samples`` (the run's ``lora`` and ``training`` settings), saved to ``adapter_dir``
     (its adapter_config.json naming ``base_ref`` as its base, when given).
     When ``adapter_dir`` holds one already (a resumed run), it is loaded instead of trained again.
     The round's own model is left untouched. Trains in this process alone (no DDP)."""
@@ -48,7 +48,7 @@ def warm_up(bundle: Any, samples: list, config: Any, seed: int, adapter_dir: Pat
     else:
         model = add_new_adapter(model, config.lora, seed=seed)  # seeds the warm-up's training too
         train_round(model, bundle.family, samples, config.training, None, seed, config.model.max_length,
-                    epochs=1.0, desc=desc, progress=progress)
+                    epochs=epochs, desc=desc, progress=progress)
         write_dir_atomic(adapter_dir, lambda d: save_adapter(model, d, base_ref))
     model.eval()
     return dataclasses.replace(bundle, model=model)
