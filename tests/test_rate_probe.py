@@ -79,3 +79,12 @@ def test_answer_scores_give_the_gradient_pass_s_losses(gain_run):
     assert tokens.tolist() == scores["answer_tokens"].astype(int).tolist()
     assert np.allclose(loss, scores["loss"].to_numpy(), rtol=1e-5, atol=1e-6)  # seen: 1e-6 at 5.6 nats, a few ulps
     assert math.isfinite(float(loss.sum()))
+
+
+def test_the_report_s_budget_table_shows_the_rates(gain_run):
+    from adapt.tracking.ground_truth import task_budget_table
+
+    table = task_budget_table(gain_run)
+    assert "probe" not in table.columns
+    rates = [1000 * _tasks(gain_run, t)[task]["rate"] for t, task in zip(table["round"], table["task"])]
+    assert table["rate (per 1000 samples)"].tolist() == pytest.approx(rates)

@@ -164,7 +164,8 @@ def task_budget_table(run_dir: Path) -> pd.DataFrame | None:
     selection covers; beside the need, ``eval_error``: 100 · (1 − the task's eval score) of the model
     the need was measured with (the one after round t−1, the base model for round 0), so a reader
     sees how well the need tracks what the model gets wrong. A bounded need (``error``,
-    ``answer_error``) is shown in % like it. None for a run of another method."""
+    ``answer_error``) is shown in % like it; a learning rate (``split: gain``) per 1000 samples
+    (the probe's own figures stay in selector.json). None for a run of another method."""
     import yaml
 
     layout = RunLayout(run_dir)
@@ -181,7 +182,9 @@ def task_budget_table(run_dir: Path) -> pd.DataFrame | None:
         before = layout.round(t - 1 if t > 0 else BEFORE_TRAINING).eval
         scores = read_json(before).get("scores", {}) if before.is_file() else {}
         for task, v in info["tasks"].items():
-            row = {"round": t, "task": task, **v}
+            row = {"round": t, "task": task, **{k: x for k, x in v.items() if k != "probe"}}
+            if row.get("rate") is not None:
+                row["rate"] = 1000.0 * row["rate"]
             if measure != "loss" and "need" in row:
                 row["need"] = 100.0 * row["need"]
             row["eval_error"] = 100.0 * (1.0 - scores[task]) if task in scores else float("nan")
@@ -191,4 +194,5 @@ def task_budget_table(run_dir: Path) -> pd.DataFrame | None:
     frame = pd.DataFrame(out)
     if "need" in frame:  # the need beside the error it estimates
         frame.insert(frame.columns.get_loc("need") + 1, "eval_error", frame.pop("eval_error"))
-    return frame.rename(columns={"need": f"need ({'%' if measure != 'loss' else 'loss'})"})
+    return frame.rename(columns={"need": f"need ({'%' if measure != 'loss' else 'loss'})",
+                                 "rate": "rate (per 1000 samples)"})
