@@ -406,7 +406,7 @@ def test_task_budgets_with_rates_split_the_need_by_gain():
 
 
 def test_learning_rate_and_probe_split_by_hand():
-    from adapt.methods.rate_probe import learning_rate, probe_split
+    from adapt.methods.reference import learning_rate, probe_split
 
     assert learning_rate(0.8, 0.2, 100) == pytest.approx(math.log(4) / 100)
     assert learning_rate(0.2, 0.8, 100) == 0.0  # a need that rose: no learning

@@ -1,5 +1,5 @@
 """``hindsight``'s learning-rate probe (``selection.hindsight.budget.split: gain``,
-adapt/methods/rate_probe.py) in a two-round run on the built-in demo data: each task probed once, at
+adapt/methods/reference.py) in a two-round run on the built-in demo data: each task probed once, at
 its first round, its rate read back after; the probe's adapter kept; the forward pass it measures
 the need with gives the gradient pass's losses."""
 
@@ -40,7 +40,7 @@ def _tasks(run: Path, t: int) -> dict:
 
 
 def test_each_task_is_probed_once_at_its_first_round_and_keeps_its_rate(gain_run):
-    from adapt.methods.rate_probe import learning_rate
+    from adapt.methods.reference import learning_rate
 
     r0, r1 = _tasks(gain_run, 0), _tasks(gain_run, 1)
     probe = r0["vqa_knowledge"]["probe"]

@@ -26,7 +26,7 @@ each sample has a loss history, and the run knows what it trained on. Five parts
    floor replays what ``random`` would, the need still weights every task once). With ``split:
    gain`` the need's part goes where it is expected to raise A most, Σ p_t·L_t·(1 − exp(−r_t·x_t))
    (:func:`gain_split`), each task's learning rate r_t measured by a probe at its first round
-   (:mod:`adapt.methods.rate_probe`): a fast learner gets what it takes to learn, no more.
+   (:func:`~adapt.methods.reference.probe_rate`): a fast learner gets what it takes to learn, no more.
    Off: b_t = B·p_t (pool share), what ``random`` draws on average.
    Defaults: ``weight: task``, ``floor_weight: pool``, ``need: answer_error``, ρ = 0.5, ``new_tasks:
    need``. The first frozen defaults (a226db2: the floor by task too, row ``hindsight_task_floor``)
@@ -67,7 +67,7 @@ import pandas as pd
 
 from adapt.io import read_parquet, write_with_atomic
 from adapt.layout import RoundLayout, round_name
-from adapt.methods.rate_probe import ProbeResult, probe_rate
+from adapt.methods.reference import ProbeResult, probe_rate
 from adapt.selection.base import SELECTORS, PruneContext, Pruning, Selection, SelectionContext, Selector, selection_frame
 from adapt.selection.budget import split_proportional, split_weighted
 from adapt.selection.inputs import per_task_rows, round_store
@@ -162,7 +162,7 @@ def gain_split(weight: np.ndarray, need: np.ndarray, rate: np.ndarray, floor: np
                total: float) -> np.ndarray:
     """Part 2 with ``split: gain``: ``total`` samples y_t over the tasks that maximise the expected
     gain in A, Σ_t w_t·L_t·(1 − exp(−r_t(f_t + y_t))), task t's need L_t falling as exp(−r_t·x) with
-    the x samples trained on it (:mod:`adapt.methods.rate_probe`) and f_t the floor's samples. The
+    the x samples trained on it (:func:`~adapt.methods.reference.probe_rate`) and f_t the floor's samples. The
     optimum (KKT, water-filling) gives every task with 0 < y_t < n_t − f_t the same marginal gain λ:
     y_t = ln(w_t·L_t·r_t·exp(−r_t·f_t) / λ) / r_t, clipped to [0, n_t − f_t], λ found by bisection on
     ln λ so that Σ y_t = min(total, Σ (n_t − f_t)). A task with L_t·r_t = 0 gets none."""
@@ -374,7 +374,7 @@ class Hindsight(Selector):
     def _rates(self, ctx: SelectionContext, files: RoundLayout, avail: dict[str, np.ndarray],
                untrained: list[str]) -> tuple[dict[str, float | None], dict[str, ProbeResult]]:
         """Part 2 with ``split: gain``: each task's learning rate, measured by the probe
-        (:mod:`adapt.methods.rate_probe`) at the task's first round, before any of it is trained, and
+        (:func:`~adapt.methods.reference.probe_rate`) at the task's first round, before any of it is trained, and
         read back from that round's ``selector.json`` after; None for a task trained before without
         one. Returns the rates and this round's probes."""
         budget = self.config.selection.hindsight.budget
