@@ -147,7 +147,7 @@ def answer_scores(model: Any, family: ModelFamily, samples: list[Sample], max_le
     """Each sample's mean answer-token loss and its number of answer tokens under ``model`` in eval
     mode, forward only: the ``loss`` and ``answer_tokens`` columns the gradient pass stores
     (:func:`~adapt.features.per_sample.per_token_scores`), without the gradients."""
-    from adapt.features.per_sample import batches, per_token_scores
+    from adapt.features.per_sample import batches, forward_scores
 
     collate = Collator(family, max_length)
     device = next(model.parameters()).device
@@ -157,9 +157,7 @@ def answer_scores(model: Any, family: ModelFamily, samples: list[Sample], max_le
     try:
         for part in tqdm(list(batches(samples, batch_size)), desc=desc, unit="batch", disable=not progress,
                          leave=False, dynamic_ncols=True):
-            batch = _to_device(collate(part), device)
-            out = model(**{k: v for k, v in batch.items() if k != "labels"})
-            scores = per_token_scores(out.logits, batch["labels"])
+            scores = forward_scores(model, _to_device(collate(part), device))
             loss.append(_numpy(scores["loss"]).astype(np.float64))
             tokens.append(scores["answer_tokens"].cpu().numpy().astype(np.int64))
     finally:

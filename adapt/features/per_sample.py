@@ -176,6 +176,15 @@ def per_token_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, to
             "entropy": per_sample(ent) / denom, "answer_tokens": count}
 
 
+@torch.no_grad()
+def forward_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """:func:`per_token_scores` of one collated ``batch`` from a forward pass alone (no gradients,
+    the labels kept out of the model call): what the forward-only passes (Image Grounding, the
+    rate probe) share."""
+    out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    return per_token_scores(out.logits, batch["labels"])
+
+
 def position_entropy(logits: torch.Tensor, attention_mask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Per-sample mean predictive entropy −Σ_v p log p over every position whose attention mask is 1
     (prompt, image tokens and answer alike; no shift, so the last position's prediction counts too).

@@ -10,16 +10,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adapt.features.per_sample import per_token_scores
+from adapt.features.per_sample import forward_scores
 from adapt.models.collate import Collator
 from adapt.scoring.base import SCORERS, ScoringContext, stored_column
 
 
-@torch.no_grad()
 def answer_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    labels = batch["labels"]
-    out = model(**{k: v for k, v in batch.items() if k != "labels"})
-    return per_token_scores(out.logits, labels)["loss"]
+    """Each sample's mean answer-token loss in ``batch``."""
+    return forward_scores(model, batch)["loss"]
 
 
 @SCORERS.register("image_grounding")
