@@ -291,8 +291,8 @@ def digest(run: Path, runs: Path) -> dict:
     directory (another machine, a fresh clone): its ``metrics.json`` as :func:`load_run` reads it,
     and from the run directory each task's :func:`chance` level, the ground truth of what it
     selected (``truth_counts``: :func:`analyse_selection.counts`, per round, dataset and skill, which
-    ``analyse_selection.py`` reads too; ``truth``: its :func:`ground_truth`), its :func:`rare_skills`
-    and its :func:`expert_choices`; ``run_dir`` relative to ``RUNS``."""
+    ``analyse_selection.py`` reads too; ``truth``: its :func:`ground_truth`), its :func:`rare_skills`,
+    its :func:`expert_choices` and :func:`task_rates`; ``run_dir`` relative to ``RUNS``."""
     from analyse_selection import to_json
 
     r = load_run(run)
@@ -301,7 +301,8 @@ def digest(run: Path, runs: Path) -> dict:
     experts = expert_choices(r)
     return {**r, "run_dir": os.path.relpath(run, runs), "chance": chance(r, r["tasks"]), "truth": truth,
             "truth_counts": None if table is None else to_json(table),
-            "rare": list(rare_skills(r, truth)), "experts": dict(experts) if experts else None}
+            "rare": list(rare_skills(r, truth)), "experts": dict(experts) if experts else None,
+            "task_rates": task_rates(r)}
 
 
 def load_digest(args: argparse.Namespace, run: Path) -> dict | None:
@@ -434,6 +435,19 @@ def expert_choices(run: dict) -> Counter[str] | None:
         if layout.round(t).experts.is_file():
             counts.update(c["expert"] for c in json.loads(layout.round(t).experts.read_text())["clusters"])
     return counts or None
+
+
+def task_rates(run: dict) -> list[dict[str, float]] | None:
+    """Per trained round, each task's learning rate per sample as the selector used it
+    (``rounds/<t>/selector.json``, ``hindsight`` with ``budget.split: gain``: measured by the probe
+    at the task's first round); None for a run whose selector keeps none."""
+    layout = RunLayout(Path(run["run_dir"]))
+    out = []
+    for t in layout.trained_rounds():
+        path = layout.round(t).selector
+        tasks = json.loads(path.read_text()).get("tasks", {}) if path.is_file() else {}
+        out.append({task: v["rate"] for task, v in tasks.items() if isinstance(v, dict) and v.get("rate") is not None})
+    return out if any(out) else None
 
 
 def span(values: list[int]) -> str:

@@ -518,3 +518,18 @@ def test_hindsight_rows_pin_the_replay_floor_they_ran_with():
     assert budget("hindsight_need_loss").floor_weight is None and budget("hindsight_need_loss").weight == "pool"
     # every ablation variant and the row it is paired with are rows of the grid
     assert all(v in compare.ROWS and full in compare.ROWS for v, (_, full) in compare.ABLATION.items())
+
+
+def test_task_rates_read_each_rounds_selector_json(tmp_path):
+    # round 0 measured a's rate, round 1 lists a's again and b's; a round without a selector.json
+    # gives {}; a run whose selector keeps no rate gives None
+    rd = tmp_path / "gain-s0"
+    for t, tasks in ((0, {"a": {"rate": 0.002}}), (1, {"a": {"rate": 0.002}, "b": {"rate": 0.0005, "quota": 3}})):
+        (rd / "rounds" / str(t)).mkdir(parents=True)
+        (rd / "rounds" / str(t) / "selector.json").write_text(json.dumps({"method": "hindsight", "tasks": tasks}))
+    (rd / "rounds" / "2").mkdir()
+    assert compare.task_rates({"run_dir": str(rd)}) == [{"a": 0.002}, {"a": 0.002, "b": 0.0005}, {}]
+    plain = tmp_path / "need-s0"
+    (plain / "rounds" / "0").mkdir(parents=True)
+    (plain / "rounds" / "0" / "selector.json").write_text(json.dumps({"tasks": {"a": {"quota": 3}}}))
+    assert compare.task_rates({"run_dir": str(plain)}) is None

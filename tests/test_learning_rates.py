@@ -60,3 +60,57 @@ def test_the_readme_quotes_the_rates_the_digests_give():
     assert (f"knowledge {rate('default', 'vqa_knowledge')} on `default` and {rate('alt', 'vqa_knowledge')} on `alt`, "
             f"multi-image {rate('default', 'multi_image')} and {rate('alt', 'multi_image')}, "
             f"reasoning {rate('default', 'reasoning')} and {rate('alt', 'reasoning')}") in readme
+
+
+def test_whole_run_sums_the_rounds_and_keeps_the_first_rate_used():
+    # a trained 100 + 30, b 50; last scores 0.5 and 1.0; a's rate measured in round 0 (0.002) is kept
+    # though round 1 lists another; b has none
+    d = {**_digest([[0.6, 0.1], [0.5, 1.0]], [0.2, 0.0], [{"a": 100}, {"a": 30, "b": 50}]),
+         "task_rates": [{"a": 0.002}, {"a": 0.003}]}
+    out = learning_rates.whole_run(d)
+    assert out["a"] == (130, 0.5, 0.002)
+    assert out["b"][:2] == (50, 1.0) and math.isnan(out["b"][2])
+    del d["task_rates"]
+    assert math.isnan(learning_rates.whole_run(d)["a"][2])
+
+
+def test_whole_run_table_reads_only_the_seeds_asked_for(tmp_path):
+    (tmp_path / "s").mkdir()
+    for seed, x in ((0, 100), (1, 50), (2, 999)):
+        d = {**_digest([[0.6, 0.1], [0.5, 0.8]], [0.2, 0.0], [{"a": x}, {"a": 10, "b": 10}]),
+             "task_rates": [{"a": 0.001 * (seed + 1)}]}
+        (tmp_path / "s" / f"r-s{seed}.json").write_text(json.dumps(d))
+    table = learning_rates.whole_run_table(tmp_path, "s", ["r"], seeds=[0, 1])
+    # a: trained 110 and 60 -> 85 ± 35; last score 50.0 both; rates 1 and 2 per 1,000 -> 1.50 ± 0.71
+    assert table[0] == ["a", "85 ± 35", "50.0 ± 0.0", "1.50 ± 0.71"]
+    assert table[1] == ["b", "10 ± 0", "80.0 ± 0.0", "—"]
+
+
+def test_the_readme_quotes_the_gain_candidates_trainings_the_digests_give():
+    """README's paragraph on `budget.split: gain`: grounding's and the others' trainings and last scores
+    (seeds 0–2, against `hindsight` on the same seeds) and the probe's rates are what the script prints."""
+    runs = ROOT / "experiments" / "results" / "runs"
+
+    def cell(stream, task, row, k):
+        table = learning_rates.whole_run_table(runs, stream, ["hindsight_gain", "hindsight"], [0, 1, 2])
+        return next(r for r in table if r[0] == task)[1 + 3 * row + k].split(" ± ")[0]
+
+    def trained(stream, task):
+        return f"{int(cell(stream, task, 0, 0)):,}", f"{int(cell(stream, task, 1, 0)):,}"
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    g, h = trained("default", "grounding")
+    assert f"grounding trained {g} times over the six rounds on `default` ({h})" in readme
+    g, h = trained("alt", "grounding")
+    assert f"and {g} on `alt` ({h})" in readme
+    assert (f"ending at {cell('default', 'grounding', 0, 1)} against {cell('default', 'grounding', 1, 1)} and "
+            f"{cell('alt', 'grounding', 0, 1)} against {cell('alt', 'grounding', 1, 1)}") in readme
+    for stream, task, name in (("default", "vqa_multilingual", "multilingual"), ("default", "reasoning", "reasoning"),
+                               ("alt", "vqa_general", "general VQA")):
+        g, h = trained(stream, task)
+        assert (f"{name} trained {g} times against {h} for {cell(stream, task, 0, 1)} against "
+                f"{cell(stream, task, 1, 1)}") in readme or (
+                f"{name} {g} against {h} for {cell(stream, task, 0, 1)} against {cell(stream, task, 1, 1)}") in readme
+    assert (f"a rate of {cell('default', 'grounding', 0, 2)} per 1,000 samples, against "
+            f"{float(cell('default', 'vqa_knowledge', 0, 2)):.1f} for knowledge and "
+            f"{float(cell('default', 'multi_image', 0, 2)):.1f} for multi-image") in readme
