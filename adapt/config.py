@@ -274,6 +274,10 @@ class SelectionConfig(_Section):
         "datatailor, gdo, hindsight (adapt/methods)")
     budget: Union[StrictInt, float] = Field(
         0.25, description="a fraction (float) of the round's pool, or a count (int)")
+    budget_of: Literal["pool", "seen"] = Field(
+        "pool", description="what a fraction budget is a fraction of: pool (the round's active pool) or seen "
+        "(every sample ingested so far, pruned ones too, at most the active pool): with pool.max_size, the "
+        "samples trained stay those of the same run without a cap")
     adapt_inf: AdaptInfSettings = AdaptInfSettings()
     tive: TiveSettings = TiveSettings()
     mllm_selector: MllmSelectorSettings = MllmSelectorSettings()

@@ -467,3 +467,30 @@ def test_adapt_inf_prunes_with_semdedup_to_the_cap(tmp_path, embedding, store):
     keep = semdedup_keep(FeatureStore(tmp_path / "run" / f"rounds/{last}/{store}").features(), sel["cluster"], 40)
     want = set(sel["uid"]) - set(sel["uid"].iloc[keep])
     assert set(pruned.loc[pruned["pruned_round"] == last, "uid"]) == want
+
+
+def test_resolve_budget_of_the_pool_or_of_the_samples_seen():
+    from adapt.selection import resolve_budget
+
+    assert resolve_budget(0.25, 300) == 75                 # of the active pool
+    assert resolve_budget(0.25, 300, seen=400) == 100      # of every sample ingested
+    assert resolve_budget(0.25, 90, seen=400) == 90        # at most the active pool
+    assert resolve_budget(50, 300, seen=400) == 50         # a count is a count
+    assert resolve_budget(0.001, 300, seen=400) == 1       # at least one
+
+
+def test_budget_of_seen_trains_a_fraction_of_every_sample_ingested(tmp_path):
+    """``selection.budget_of: seen`` with a capped pool: each round trains round(fraction · samples
+    ingested up to it), capped at the active pool, more than the fraction of the active pool once
+    pruning has begun."""
+    from adapt.data.pool import DataPool
+
+    cfg = small_config(tmp_path, "selection.method=random", "selection.budget=0.3", "pool.max_size=0.5",
+                       "selection.budget_of=seen", "training.first_round_epochs=1", "evaluation.max_samples=4")
+    metrics = ContinualRun.create(tmp_path / "run", cfg, progress=False).run()
+    added = DataPool(tmp_path / "run" / "pool").table(status=None, columns=["round_added"])["round_added"]
+    for t, n in enumerate(metrics["samples_trained"]):
+        active = len(pd.read_parquet(tmp_path / "run" / f"rounds/{t}/selection.parquet"))
+        seen = int((added <= t).sum())
+        assert n == min(active, max(1, round(0.3 * seen)))
+        assert (n > round(0.3 * active)) == (t > 0)  # round 0 has pruned nothing yet

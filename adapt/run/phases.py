@@ -133,7 +133,8 @@ class RoundPhases:
 
     def select(self, t: int, entries: list[DatasetEntry]) -> None:
         pool = self.pool.table(status="active", columns=["uid", "dataset", "task", "round_added"]).reset_index(drop=True)
-        budget = resolve_budget(self.config.selection.budget, len(pool))
+        sc = self.config.selection
+        budget = resolve_budget(sc.budget, len(pool), self.pool.num_total() if sc.budget_of == "seen" else None)
         new_names = {e.name for e in entries}
         rd = self.layout.round(t)
         ctx = SelectionContext(round=t, pool=pool, new_uids=pool.loc[pool["dataset"].isin(new_names), "uid"].tolist(),

@@ -25,15 +25,16 @@ SELECTORS: Registry[type["Selector"]] = Registry("selector")
 SELECTION_COLUMNS = ["uid", "dataset", "task", "cluster", "expert", "score", "selected"]
 
 
-def resolve_budget(budget: int | float, pool_size: int) -> int:
-    """A float is a fraction of the round's pool (rounded, at least 1); an int is a count (capped)."""
+def resolve_budget(budget: int | float, pool_size: int, seen: int | None = None) -> int:
+    """A float is a fraction of the round's pool, or of the ``seen`` samples when given
+    (``selection.budget_of: seen``), rounded, at least 1; an int is a count; both at most the pool."""
     if pool_size <= 0:
         return 0
     if isinstance(budget, bool):
         raise TypeError("budget must be an int or a float")
     if isinstance(budget, int):
         return min(budget, pool_size)
-    return max(1, min(pool_size, int(round(budget * pool_size))))
+    return max(1, min(pool_size, int(round(budget * (pool_size if seen is None else seen)))))
 
 
 def phase_seed(seed: int, round_idx: int, phase: str) -> int:
