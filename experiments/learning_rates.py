@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from compare import mean_std  # the results tables' mean ± std (sample std)
+from compare import mean_std, trained_per_task  # the results tables' mean ± std (sample std)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "experiments" / "results" / "runs"
@@ -54,8 +54,9 @@ def whole_run(digest: dict) -> dict[str, tuple[int, float, float]]:
     for used in digest.get("task_rates") or []:
         for task, rate in used.items():
             rates.setdefault(task, rate)  # measured once, at the task's first round
-    return {task: (sum(int(r.get(task, 0)) for r in digest["selected_per_dataset"]), last[j],
-                   rates.get(task, math.nan)) for j, task in enumerate(digest["tasks"])}
+    trained = trained_per_task(digest) or {}
+    return {task: (int(trained.get(task, 0)), last[j], rates.get(task, math.nan))
+            for j, task in enumerate(digest["tasks"])}
 
 
 def digests(runs: Path, stream: str, row: str, seeds: list[int] | None) -> list[dict]:

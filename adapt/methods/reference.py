@@ -156,7 +156,7 @@ def probe_rate(ctx: SelectionContext, task: str, index: int, rows: np.ndarray, s
     need of the held-out samples ``need_of(losses, answer tokens)``; None when it has fewer than two
     samples."""
     from adapt.features.extract import answer_scores
-    
+
     seed = phase_seed(ctx.seed, ctx.round, f"probe/{task}")
     train, held = probe_split(rows, size, np.random.default_rng(seed))
     if not len(train):
