@@ -576,6 +576,8 @@ ABLATION: dict[str, tuple[str, str]] = {
     "hindsight_gain": ("the need's part split by expected gain, rates from a 160-sample probe", "hindsight"),
     "random_pruned_seen": ("pool capped at half, budget of the data seen: `random`, pruned at random",
                            "hindsight_pruned_seen"),
+    "hindsight_pruned_seen": ("pool capped at half, budget of the data seen (`random`'s samples trained)",
+                              "hindsight"),
     **{f"hindsight_task_floor_no_{part}": (what, "hindsight_task_floor") for part, what in PART_OFF.items()},
 }
 
