@@ -226,6 +226,12 @@ class HindsightBudget(_Section):
         "so as to maximise the expected gain in A, Σ p_t·L_t·(1 − exp(−r_t·x_t)), each task's need falling at its "
         "own learning rate r_t per sample trained, measured by a probe at the task's first round (see probe): a "
         "fast learner gets what it takes to learn and no more, a task training barely moves gets its floor")
+    forgetting_guard: bool = Field(
+        False, description="a task trained before whose need now lies above the lowest it has had since it was "
+        "first trained by guard_z standard errors or more (it is being forgotten) gets at least its pool share of "
+        "the budget (what random replays), the formula splitting the rest over the others")
+    guard_z: float = Field(2.0, gt=0, description="forgetting_guard: the rise of the need, in standard errors of a "
+                           "difference of two means (√2·s/√n over the task's samples), that counts as forgetting")
     probe: int = Field(160, ge=1, description="split: gain: a copy of the round's model, with a fresh adapter, is "
                        "trained (training.epochs, as the round trains) on this many of a new task's samples, and "
                        "r_t = ln(L before / L after) / samples, L the need of as many of its other samples")

@@ -416,3 +416,93 @@ def test_learning_rate_and_probe_split_by_hand():
     assert len(train) == len(held) == 8 and not set(train) & set(held) and set(train) | set(held) <= set(rows)
     train, held = probe_split(rows, 50, np.random.default_rng(0))  # at most half of the task
     assert len(train) == len(held) == 15 and sorted([*train, *held]) == rows.tolist()
+
+
+# ------------------------------------------------------------------------------------- the forgetting guard
+def test_task_budgets_with_a_guarded_task_by_hand():
+    # the first example's shares (0.375, 0.625) of 40: a guarded task below its pool share (1/2) is raised to it
+    sizes, need = {"a": 100, "b": 100}, {"a": 1.0, "b": 3.0}
+    assert task_budgets(sizes, need, 40, 0.5, guard={"a"}).quota == {"a": 20, "b": 20}
+    assert task_budgets(sizes, need, 40, 0.5, guard={"b"}).quota == {"a": 15, "b": 25}  # above its share: as is
+    # three tasks of 100, L = (1, 2, 2.5), B = 60: shares 1/6 + ½·L/5.5 = (0.258, 0.348, 0.394); a < 1/3 is held
+    # at 1/3; then b gets 1/6 + ⅓·2/4.5 = 0.315 < 1/3, held too; c keeps the last third
+    sizes, need = {"a": 100, "b": 100, "c": 100}, {"a": 1.0, "b": 2.0, "c": 2.5}
+    tb = task_budgets(sizes, need, 60, 0.5, guard={"a", "b"})
+    assert tb.quota == {"a": 20, "b": 20, "c": 20}
+    assert tb.floor == pytest.approx({"a": 20.0, "b": 20.0, "c": 10.0}) and tb.need == pytest.approx(
+        {"a": 0.0, "b": 0.0, "c": 10.0})
+    # b not guarded: a held at 20, b 60(1/6 + ⅓·2/4.5) = 18.89, c 60(1/6 + ⅓·2.5/4.5) = 21.11
+    tb = task_budgets(sizes, need, 60, 0.5, guard={"a"})
+    assert tb.floor["b"] + tb.need["b"] == pytest.approx(60 * (1 / 6 + 2 / 13.5))
+    assert tb.quota == {"a": 20, "b": 19, "c": 21}
+    assert task_budgets(sizes, need, 60, 0.5).quota == {"a": 15, "b": 21, "c": 24}  # 15.45, 20.91, 23.64
+
+
+def test_forgetting_z_by_hand():
+    from adapt.methods.hindsight import forgetting_z
+
+    # mean 0.2, s = 0.1414, se = √2 · s / √2 = s: (0.2 − 0.1) / 0.1414
+    assert forgetting_z(np.array([0.1, 0.3]), 0.1) == pytest.approx(0.1 / math.sqrt(0.02))
+    assert forgetting_z(np.array([0.1, 0.3]), 0.3) == pytest.approx(-0.1 / math.sqrt(0.02))
+    assert forgetting_z(np.array([0.5]), 0.0) == 0.0 and forgetting_z(np.full(5, 0.5), 0.0) == 0.0
+
+
+def _selector_json(files: RoundLayout, tasks: dict) -> None:
+    files.dir.mkdir(parents=True, exist_ok=True)
+    files.selector.write_text(json.dumps({"method": "hindsight", "tasks": tasks}))
+
+
+def test_best_need_since_trained_reads_the_rounds_after_the_first_training(tmp_path):
+    from adapt.methods.hindsight import best_need_since_trained
+
+    rounds = [RoundLayout(tmp_path / "rounds" / str(r)) for r in range(4)]
+    _selector_json(rounds[0], {"a": {"need": 0.9, "selected": 5}})
+    _selector_json(rounds[1], {"a": {"need": 0.4, "selected": 2}, "b": {"need": 0.95, "selected": 0}})
+    _selector_json(rounds[2], {"a": {"need": 0.5, "selected": 1}, "b": {"need": 0.8, "selected": 3}})
+    _selector_json(rounds[3], {"a": {"need": 0.45, "selected": 1}, "b": {"need": 0.6, "selected": 3}})
+    # a: first trained in round 0, lowest after it 0.4 (round 1); b: first trained in round 2, nothing after it yet
+    assert best_need_since_trained(rounds[3], 3) == {"a": 0.4}
+    assert best_need_since_trained(rounds[3], 4) == {"a": 0.4, "b": 0.6}
+    assert best_need_since_trained(rounds[1], 1) == {}
+
+
+@pytest.fixture()
+def round2(round1, tmp_path):
+    """round1's pool and stores as round 2: round 0 trained a/0..19 (its selector.json: a's need 0.9),
+    round 1 trained a/20..29 and b/0..9."""
+    pool, r1, loss, group = round1
+    r2 = RoundLayout(tmp_path / "rounds" / "2")
+    r1.dir.rename(r2.dir)
+    r0, r1 = RoundLayout(tmp_path / "rounds" / "0"), RoundLayout(tmp_path / "rounds" / "1")
+    _selector_json(r0, {"a": {"need": 0.9, "selected": 20}})
+    r1.dir.mkdir(parents=True)
+    uids = pool["uid"].tolist()
+    picked = [f"a/{i}" for i in range(20, 30)] + [f"b/{i}" for i in range(10)]
+    pd.DataFrame({"uid": uids, "selected": pool["uid"].isin(picked)}).to_parquet(r1.selection)
+    return pool, r1, r2, loss
+
+
+@pytest.mark.parametrize("best_a, guarded", [(0.0, True), (0.9, False)])
+def test_forgetting_guard_gives_a_forgotten_task_its_pool_share(round2, best_a, guarded):
+    from adapt.methods.hindsight import forgetting_z, need_values
+
+    pool, r1, r2, loss = round2
+    _selector_json(r1, {"a": {"need": best_a, "selected": 10}, "b": {"need": 0.99, "selected": 10}})
+    cfg = ExperimentConfig.model_validate(
+        {"selection": {"method": "hindsight", "hindsight": {"budget": {"forgetting_guard": True}}}})
+    out = Hindsight(cfg).select(SelectionContext(round=2, pool=pool, new_uids=[], budget=24, seed=0, config=cfg,
+                                                 files=r2))
+    need = _answer_error_need(loss)
+    # no flags (round 1 trained 10 of a, fewer than min_trained): a's need over its 40, b's over its 20
+    values = need_values(loss.astype(np.float32).astype(np.float64)[:40], "answer_error", 1 + np.arange(40) % 3)
+    need["a"] = float(values.mean())
+    z = forgetting_z(values, best_a)
+    assert (z >= 2.0) == guarded
+    expected = task_budgets({"a": 40, "b": 20}, need, 24, 0.5, weight="task", floor_weight="pool",
+                            guard={"a"} if guarded else ())
+    assert out.table.loc[out.table["selected"], "task"].value_counts().to_dict() == expected.quota
+    assert out.summary["tasks"]["a"]["guarded"] is guarded
+    assert out.summary["tasks"]["a"]["forgetting_z"] == round(z, 3) and "guarded" not in out.summary["tasks"]["b"]
+    if guarded:  # a at its pool share, 24 · 40 / 60 = 16, where the need alone gives it less
+        assert expected.quota["a"] == 16 > task_budgets({"a": 40, "b": 20}, need, 24, 0.5, weight="task",
+                                                        floor_weight="pool").quota["a"]

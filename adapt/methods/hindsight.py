@@ -27,6 +27,11 @@ each sample has a loss history, and the run knows what it trained on. Five parts
    gain`` the need's part goes where it is expected to raise A most, Σ p_t·L_t·(1 − exp(−r_t·x_t))
    (:func:`gain_split`), each task's learning rate r_t measured by a probe at its first round
    (:func:`~adapt.methods.reference.probe_rate`): a fast learner gets what it takes to learn, no more.
+   With ``forgetting_guard`` (the issue's "rise since it was last trained"), a task trained before
+   whose need now lies ``guard_z`` standard errors or more above the lowest it has had since its
+   first training (:func:`forgetting_z`, from the earlier rounds' ``selector.json``) is being
+   forgotten: it gets at least its pool share B·n_t/Σn, what ``random`` replays, and the formula
+   splits the rest over the others.
    Off: b_t = B·p_t (pool share), what ``random`` draws on average.
    Defaults: ``weight: task``, ``floor_weight: pool``, ``need: answer_error``, ρ = 0.5, ``new_tasks:
    need``. The first frozen defaults (a226db2: the floor by task too, row ``hindsight_task_floor``)
@@ -50,7 +55,8 @@ each sample has a loss history, and the run knows what it trained on. Five parts
 Needs ``features.enabled: true``. Per round it writes ``rounds/<t>/hindsight/samples.parquet``
 (uid, task, loss, z, flagged, times trained before, fine cluster, selected) and
 ``rounds/<t>/selector.json`` (per task: pool, flagged, mean loss, the floor's and the need's share
-of the budget, clusters covered, never-trained samples selected; with ``split: gain`` its rate and,
+of the budget, clusters covered, never-trained samples selected; with ``forgetting_guard`` its best
+need since trained, the rise's z and whether it was guarded; with ``split: gain`` its rate and,
 at its first round, the probe's figures, the probe's adapter in ``rounds/<t>/hindsight/probe-<k>/``).
 """
 
@@ -125,7 +131,7 @@ def _among(p: np.ndarray, fixed: np.ndarray) -> np.ndarray:
 
 def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
                  at_share: Collection[str] = (), weight: str = "pool", floor_weight: str | None = None,
-                 rates: Mapping[str, float | None] | None = None) -> TaskBudget:
+                 rates: Mapping[str, float | None] | None = None, guard: Collection[str] = ()) -> TaskBudget:
     """Part 2: b_t = B(ρ·f_t + (1−ρ)·p_t·L_t / Σ_s p_s·L_s) with L_t = ``need[t]``, ρ = ``floor``
     and p_t the task's weight: n_t / Σ n (``weight="pool"``, 1: in proportion to the pool) or 1/T
     over the T tasks with samples (``"task"``: each task counts once, as in the average accuracy A);
@@ -134,11 +140,40 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
     over the others (p_t and f_t then their shares among themselves). Integer quotas by largest
     remainder, capped at n_t (a capped task's excess goes to the others by weight); they sum to
     min(B, Σ n). With ``rates`` (``split: gain``; None: not measured, see :func:`with_prior`) the
-    need's part is split by :func:`gain_split` instead."""
+    need's part is split by :func:`gain_split` instead. A task in ``guard`` (``forgetting_guard``:
+    being forgotten) that the formula gives less than its pool share n_t / Σ n gets that share, what
+    ``random`` replays, and the formula splits the rest over the others (repeated until no guarded
+    task falls below its share)."""
     names = list(sizes)
     n = np.asarray([sizes[t] for t in names], dtype=np.float64)
+    pool = task_weights(n, "pool")
+    held = np.where([t in at_share for t in names], task_weights(n, weight), np.nan)
+    guarded = np.asarray([t in guard for t in names], dtype=bool)
+    while True:
+        split = _formula(names, sizes, need, budget, floor, held, weight, floor_weight, rates)
+        low = guarded & np.isnan(held) & (split[0] + split[1] < pool - 1e-12)
+        if not low.any():
+            break
+        held = np.where(low, pool, held)
+    part_floor, part_need = split
+    quotas = split_weighted([sizes[t] for t in names], (part_floor + part_need).tolist(), budget)
+    return TaskBudget(dict(zip(names, (budget * part_floor).tolist())), dict(zip(names, (budget * part_need).tolist())),
+                      dict(zip(names, (int(q) for q in quotas))))
+
+
+def _formula(names: list[str], sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
+             held: np.ndarray, weight: str, floor_weight: str | None,
+             rates: Mapping[str, float | None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`task_budgets`' floor and need parts, as shares of the budget: the tasks with a
+    ``held`` share (not NaN) get it (scaled down together when they exceed 1), the formula splits
+    the rest over the others."""
+    n = np.asarray([sizes[t] for t in names], dtype=np.float64)
     p = task_weights(n, weight)
-    fixed = np.asarray([t in at_share for t in names], dtype=bool)
+    fixed = ~np.isnan(held)
+    held = np.where(fixed, held, 0.0)
+    if held.sum() > 1.0:
+        held = held / held.sum()
+    p = np.where(fixed, held, p)
     rest = 1.0 - float(p[fixed].sum())
     q = _among(p, fixed)
     f = q if floor_weight is None else _among(task_weights(n, floor_weight), fixed)
@@ -153,9 +188,7 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
         needs = np.zeros(len(names))
         needs[free] = y / y.sum() if y.sum() > 0 else q[free]
     part_need = np.where(fixed, 0.0, rest * (1.0 - floor) * needs)
-    quotas = split_weighted([sizes[t] for t in names], (part_floor + part_need).tolist(), budget)
-    return TaskBudget(dict(zip(names, (budget * part_floor).tolist())), dict(zip(names, (budget * part_need).tolist())),
-                      dict(zip(names, (int(q) for q in quotas))))
+    return part_floor, part_need
 
 
 def gain_split(weight: np.ndarray, need: np.ndarray, rate: np.ndarray, floor: np.ndarray, size: np.ndarray,
@@ -217,16 +250,48 @@ def task_need(loss: np.ndarray, measure: str, answer_tokens: np.ndarray | None =
     tokens' probabilities, so this lies in [0, 1)); or the mean of 1 − exp(−ℓ·n), n the answer's
     tokens (``answer_error``: 1 − the probability of the whole reference answer, teacher-forced,
     which is what an exact-match score asks of it); 0 for no samples."""
+    values = need_values(loss, measure, answer_tokens)
+    return float(values.mean()) if len(values) else 0.0
+
+
+def need_values(loss: np.ndarray, measure: str, answer_tokens: np.ndarray | None = None) -> np.ndarray:
+    """Each sample's term of :func:`task_need` (its mean is the task's need L_t)."""
     loss = np.asarray(loss, dtype=np.float64)
-    if not len(loss):
-        return 0.0
     if measure == "loss":
-        return float(loss.mean())
+        return loss
     if measure == "answer_error":
         if answer_tokens is None:
             raise ValueError("need=answer_error needs each sample's answer_tokens")
         loss = loss * np.asarray(answer_tokens, dtype=np.float64)
-    return float((-np.expm1(-loss)).mean())
+    return -np.expm1(-loss)
+
+
+def best_need_since_trained(files: RoundLayout, t: int) -> dict[str, float]:
+    """Per task, the lowest need its ``selector.json`` recorded in rounds 0 … t−1 after the task was
+    first trained (rounds after the first one that selected any of it); tasks without such a round
+    are absent."""
+    first: dict[str, int] = {}
+    best: dict[str, float] = {}
+    for r in range(t):
+        path = RoundLayout(files.dir.parent / round_name(r)).selector
+        tasks = json.loads(path.read_text()).get("tasks", {}) if path.is_file() else {}
+        for task, entry in tasks.items():
+            if task in first and entry.get("need") is not None:
+                best[task] = min(best.get(task, math.inf), float(entry["need"]))
+            if entry.get("selected", 0) > 0:
+                first.setdefault(task, r)
+    return best
+
+
+def forgetting_z(values: np.ndarray, best: float) -> float:
+    """How far the task's need now, the mean of its samples' ``values``, lies above ``best`` (its
+    lowest since it was first trained), in standard errors of a difference of two such means,
+    √2·s/√n: a rise beyond measurement noise is forgetting. 0 with fewer than 2 samples or no spread."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return 0.0
+    se = math.sqrt(2.0) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    return (float(values.mean()) - best) / se if se > 0 else 0.0
 
 
 def fine_clusters(x: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -326,15 +391,20 @@ class Hindsight(Selector):
             new_flag, z, flagged = np.zeros(n, bool), np.full(n, np.nan), np.zeros(n, bool)
         rows_of = per_task_rows(tasks)
         avail = {t: r[~flagged[r]] for t, r in rows_of.items()}
-        need = {t: task_need(loss[r], st.budget.need, tokens[r]) for t, r in avail.items()}
+        values = {t: need_values(loss[r], st.budget.need, tokens[r]) for t, r in avail.items()}
+        need = {t: float(v.mean()) if len(v) else 0.0 for t, v in values.items()}
         seen = times_trained(files, ctx.round, uids)
         untrained = [t for t, r in rows_of.items() if not seen[r].any()]
+        best = best_need_since_trained(files, ctx.round) if st.budget.forgetting_guard else {}
+        fz = {t: forgetting_z(values[t], b) for t, b in best.items() if t in values}
+        guard = [t for t, z_t in fz.items() if z_t >= st.budget.guard_z]
         rates, probes = self._rates(ctx, files, avail, untrained) if self.needs_model else (None, {})
         split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
                              st.budget.floor if st.budget.enabled else 1.0,
                              at_share=untrained if st.budget.new_tasks == "share" else (),
                              weight=st.budget.weight if st.budget.enabled else "pool",
-                             floor_weight=st.budget.floor_weight if st.budget.enabled else None, rates=rates)
+                             floor_weight=st.budget.floor_weight if st.budget.enabled else None, rates=rates,
+                             guard=guard if st.budget.enabled else ())
         hidden = _hidden_rows(files, uids) if st.coverage.enabled else None
         priority = seen if st.unseen.enabled else None
         rng = np.random.default_rng(ctx.seed)
@@ -366,6 +436,8 @@ class Hindsight(Selector):
                              "coverage": st.coverage.enabled, "unseen": st.unseen.enabled, "prune": st.prune.enabled},
                    "tasks": {t: {**_task_summary(rows_of[t], avail[t], detail, need[t], split, t, hidden is not None),
                                  **({} if rates is None else {"rate": rates[t]}),
+                                 **({"best_need": round(best[t], 6), "forgetting_z": round(fz[t], 3),
+                                     "guarded": t in guard} if t in fz else {}),
                                  **({"probe": probes[t].summary()} if t in probes else {})}
                              for t in rows_of}}
         return Selection(selection_frame(ctx.pool, selected, scores=loss, clusters=fine,
