@@ -202,6 +202,11 @@ class RunLayout:
         return self.root / "metrics.json"
 
     @property
+    def base(self) -> Path:
+        """The pre-trained base the run started from (a built-in one with its weights' sha256)."""
+        return self.root / "base.json"
+
+    @property
     def events(self) -> Path:
         """``metrics.jsonl``: one line per logged event, append-only."""
         return self.root / "metrics.jsonl"

@@ -530,6 +530,35 @@ def claims(runs: dict[str, list[dict]], rare: dict[str, list[tuple]]) -> list[li
     return out
 
 
+def base_of(run: dict) -> str | None:
+    """The sha256 of the pre-trained base's weights the run recorded (metrics.json ``base_model``),
+    None for a run made before the record existed."""
+    return (run.get("base_model") or {}).get("weights_sha256")
+
+
+def bases_note(runs: dict[str, list[dict]]) -> str:
+    """One sentence on the pairs by seed with `random`: how many share its pre-trained base, how many
+    do not (which), how many cannot tell (a run without ``base_model``). A built-in base is
+    pre-trained on the machine that runs it, and another processor builds other weights."""
+    ref = {r["config"].get("seed"): base_of(r) for r in runs.get("random", [])}
+    same, other, unknown = 0, [], 0
+    for name, rs in runs.items():
+        for r in rs:
+            seed = r["config"].get("seed")
+            if name == "random" or seed not in ref:
+                continue
+            a, b = base_of(r), ref[seed]
+            if a is None or b is None:
+                unknown += 1
+            elif a == b:
+                same += 1
+            else:
+                other.append(f"{name} s{seed}")
+    return (f"Pre-trained bases of the runs paired by seed with `random` (`base_model` in metrics.json): {same} on "
+            f"its base, {len(other)} on another ({', '.join(other) if other else 'none'}), {unknown} not recorded "
+            "(runs made before the record existed).")
+
+
 # hindsight's targets (issue 19), each as (question, metric, row, the reference per seed from every row's value
 # at that seed, the rows the reference reads, sign): met when sign · (row − reference) > 0 beyond seed noise
 TARGETS = (
@@ -793,6 +822,7 @@ def write_results(args: argparse.Namespace, runs: dict[str, list[dict]]) -> Path
               "difference exceeds its std, otherwise within seed noise:", ""]
     lines += _md(["run", "control", "Δ A", "wins (A)", "better A", "Δ F", "wins (F)", "less forgetting"],
                  against_random(runs))
+    lines += [bases_note(runs), ""]
     if checked := claims(runs, rare):
         lines += ["Adapt-∞'s claims on this stream (`adapt_inf` with pruning, or its LITE, against the other row, "
                   "paired by seed; difference = mean ± std over the seeds of the per-seed difference; a claim holds "

@@ -533,3 +533,16 @@ def test_task_rates_read_each_rounds_selector_json(tmp_path):
     (plain / "rounds" / "0").mkdir(parents=True)
     (plain / "rounds" / "0" / "selector.json").write_text(json.dumps({"tasks": {"a": {"quota": 3}}}))
     assert compare.task_rates({"run_dir": str(plain)}) is None
+
+
+def test_bases_note_counts_pairs_on_random_s_base():
+    def run(seed, sha):
+        return {"config": {"seed": seed}, "base_model": None if sha is None else {"weights_sha256": sha}}
+
+    runs = {"random": [run(0, "aa"), run(1, "bb"), run(2, None)],
+            "hindsight": [run(0, "aa"), run(1, "cc"), run(2, "dd"), run(3, "ee")],
+            "tive": [run(0, None)]}
+    # s0 same; s1 another; s2 random unrecorded; s3 random did not run (not a pair); tive s0 unrecorded
+    assert compare.bases_note(runs) == (
+        "Pre-trained bases of the runs paired by seed with `random` (`base_model` in metrics.json): 1 on its base, "
+        "1 on another (hindsight s1), 2 not recorded (runs made before the record existed).")

@@ -53,7 +53,7 @@ def random_run(tmp_path_factory):
 
 def test_run_directory_contract(random_run):
     run_dir, metrics = random_run
-    for name in ("config.yaml", "state.json", "stream.json", "metrics.json", "metrics.jsonl", "report.md",
+    for name in ("config.yaml", "state.json", "stream.json", "base.json", "metrics.json", "metrics.jsonl", "report.md",
                  "pool/manifest.json", "pool/samples.parquet", "plots/accuracy_matrix.png"):
         assert (run_dir / name).is_file(), name
     state = json.loads((run_dir / "state.json").read_text())
@@ -73,6 +73,18 @@ def test_run_directory_contract(random_run):
         assert metrics["samples_trained"][t] == int(sel["selected"].sum())
         ev = json.loads((run_dir / f"rounds/{t}/eval.json").read_text())
         assert [ev["scores"][k] for k in tasks] == metrics["accuracy_matrix"][t]
+
+
+def test_the_run_records_the_base_it_started_from(random_run):
+    """base.json (and metrics.json's base_model): the built-in base's folder and the sha256 of its weights."""
+    import hashlib
+
+    run_dir, metrics = random_run
+    base = json.loads((run_dir / "base.json").read_text())
+    weights = Path(base["path"]) / "model.safetensors"
+    assert base["name_or_path"] == "builtin:tiny-llava"
+    assert base["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert metrics["base_model"] == base
 
 
 def test_metrics_follow_the_definitions(random_run):

@@ -19,17 +19,31 @@ round trained an adapter, the model round t trains (a fresh adapter under ``merg
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from adapt.builtin import builtin_checkpoint, is_builtin
 from adapt.config import ExperimentConfig
-from adapt.io import write_dir_atomic
+from adapt.io import write_dir_atomic, write_json_atomic
 from adapt.layout import BEFORE_TRAINING, RunLayout, run_model_ref
 from adapt.models.loading import ModelBundle, load_model
 from adapt.models.lora import add_new_adapter, load_adapter, save_adapter, set_adapter_base
 from adapt.run.checks import local_checkpoint
 from adapt.selection.base import phase_seed
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 over the bytes of the folder's ``*.safetensors`` files in name order (one file: its
+    sha256). A built-in base is pre-trained on the machine that runs it, and another processor's
+    float32 kernels build other weights (README, "What a new user sees"): runs compared seed by
+    seed are on the same base only where this matches."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class ModelChain:
@@ -48,7 +62,11 @@ class ModelChain:
         name = self.config.model.name_or_path
         if is_builtin(name):
             with self.accelerator.main_process_first():
-                return builtin_checkpoint(self.config.model, self.config.seed, progress=self.progress)
+                path = builtin_checkpoint(self.config.model, self.config.seed, progress=self.progress)
+            if self.accelerator.is_main_process and not self.layout.base.is_file():
+                write_json_atomic(self.layout.base, {"name_or_path": name, "path": str(path),
+                                                     "weights_sha256": weights_sha256(path)})
+            return path
         return local_checkpoint(name)
 
     def load(self, path: Path) -> ModelBundle:

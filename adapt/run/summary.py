@@ -85,6 +85,7 @@ def collect_metrics(layout: RunLayout, state: RunState, config: ExperimentConfig
         "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "wall_seconds": round(sum(seconds.values()), 3),
         "config": config.to_dict(),
+        "base_model": read_json(layout.base) if layout.base.is_file() else None,
     }
 
 
