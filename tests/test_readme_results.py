@@ -100,3 +100,15 @@ def test_the_readme_fresh_data_table_is_worked_out_from_the_digests():
         r, h, m = (value(n, "avg_accuracy") for n in ("random", ours, "multitask"))
         want = [r, h, m, h - r, h - (r + (m - r) / 2), value("random", "forgetting"), value(ours, "forgetting")]
         assert cells[3:] == [f"{v:+.1f}" if i in (3, 4) else f"{v:.1f}" for i, v in enumerate(want)], line
+
+
+def test_the_readme_same_base_tables_are_compare_py_s():
+    """The section on `random` re-run on the base of the `hindsight` runs: each stream's table lines
+    are lines of experiments/results/same_base/<stream>.md."""
+    readme = (ROOT / "README.md").read_text()
+    text = section(readme, "### One machine, one base: `random` re-run beside `hindsight`")
+    for stream in STREAMS:
+        results = set((ROOT / "experiments" / "results" / "same_base" / f"{stream}.md").read_text().splitlines())
+        table = first_table(text.split(f"On `{stream}`:")[1])
+        assert len(table) >= 3, f"no same-base table for {stream!r}"
+        assert [line for line in table if line not in results] == []
