@@ -150,7 +150,7 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
     held = np.where([t in at_share for t in names], task_weights(n, weight), np.nan)
     guarded = np.asarray([t in guard for t in names], dtype=bool)
     while True:
-        split = _formula(names, sizes, need, budget, floor, held, weight, floor_weight, rates)
+        split = _formula(names, n, need, budget, floor, held, weight, floor_weight, rates)
         low = guarded & np.isnan(held) & (split[0] + split[1] < pool - 1e-12)
         if not low.any():
             break
@@ -161,13 +161,12 @@ def task_budgets(sizes: Mapping[str, int], need: Mapping[str, float], budget: in
                       dict(zip(names, (int(q) for q in quotas))))
 
 
-def _formula(names: list[str], sizes: Mapping[str, int], need: Mapping[str, float], budget: int, floor: float,
+def _formula(names: list[str], n: np.ndarray, need: Mapping[str, float], budget: int, floor: float,
              held: np.ndarray, weight: str, floor_weight: str | None,
              rates: Mapping[str, float | None] | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`task_budgets`' floor and need parts, as shares of the budget: the tasks with a
-    ``held`` share (not NaN) get it (scaled down together when they exceed 1), the formula splits
-    the rest over the others."""
-    n = np.asarray([sizes[t] for t in names], dtype=np.float64)
+    """:func:`task_budgets`' floor and need parts, as shares of the budget, for the tasks ``names``
+    of sizes ``n``: the tasks with a ``held`` share (not NaN) get it (scaled down together when they
+    exceed 1), the formula splits the rest over the others."""
     p = task_weights(n, weight)
     fixed = ~np.isnan(held)
     held = np.where(fixed, held, 0.0)
@@ -391,12 +390,12 @@ class Hindsight(Selector):
             new_flag, z, flagged = np.zeros(n, bool), np.full(n, np.nan), np.zeros(n, bool)
         rows_of = per_task_rows(tasks)
         avail = {t: r[~flagged[r]] for t, r in rows_of.items()}
-        values = {t: need_values(loss[r], st.budget.need, tokens[r]) for t, r in avail.items()}
-        need = {t: float(v.mean()) if len(v) else 0.0 for t, v in values.items()}
+        need = {t: task_need(loss[r], st.budget.need, tokens[r]) for t, r in avail.items()}
         seen = times_trained(files, ctx.round, uids)
         untrained = [t for t, r in rows_of.items() if not seen[r].any()]
         best = best_need_since_trained(files, ctx.round) if st.budget.forgetting_guard else {}
-        fz = {t: forgetting_z(values[t], b) for t, b in best.items() if t in values}
+        fz = {t: forgetting_z(need_values(loss[avail[t]], st.budget.need, tokens[avail[t]]), b)
+              for t, b in best.items() if t in avail}
         guard = [t for t, z_t in fz.items() if z_t >= st.budget.guard_z]
         rates, probes = self._rates(ctx, files, avail, untrained) if self.needs_model else (None, {})
         split = task_budgets({t: len(r) for t, r in avail.items()}, need, ctx.budget,
