@@ -530,16 +530,25 @@ def claims(runs: dict[str, list[dict]], rare: dict[str, list[tuple]]) -> list[li
     return out
 
 
-def base_of(run: dict) -> str | None:
-    """The sha256 of the pre-trained base's weights the run recorded (metrics.json ``base_model``),
-    None for a run made before the record existed."""
-    return (run.get("base_model") or {}).get("weights_sha256")
+def base_of(run: dict) -> tuple[str, str | None] | None:
+    """The sha256 of the pre-trained base's weights the run recorded (metrics.json ``base_model``) and
+    torch's CPU kernels it computed with (``cpu_numerics``, None where not recorded); None for a run
+    made before the record existed."""
+    base = run.get("base_model") or {}
+    if "weights_sha256" not in base:
+        return None
+    return base["weights_sha256"], (base.get("cpu_numerics") or {}).get("torch_cpu_capability")
+
+
+def same_base(a: tuple[str, str | None], b: tuple[str, str | None]) -> bool:
+    """The same weights, and the same CPU kernels where both runs recorded theirs."""
+    return a[0] == b[0] and (a[1] is None or b[1] is None or a[1] == b[1])
 
 
 def bases_note(runs: dict[str, list[dict]]) -> str:
-    """One sentence on the pairs by seed with `random`: how many share its pre-trained base, how many
-    do not (which), how many cannot tell (a run without ``base_model``). A built-in base is
-    pre-trained on the machine that runs it, and another processor builds other weights."""
+    """One sentence on the pairs by seed with `random`: how many share its pre-trained base (and CPU
+    kernels, :mod:`adapt.numerics`), how many do not (which), how many cannot tell (a run without
+    ``base_model``). Unpinned (``ADAPT_CPU_ISA=native``), another processor builds other weights."""
     ref = {r["config"].get("seed"): base_of(r) for r in runs.get("random", [])}
     same, other, unknown = 0, [], 0
     for name, rs in runs.items():
@@ -550,7 +559,7 @@ def bases_note(runs: dict[str, list[dict]]) -> str:
             a, b = base_of(r), ref[seed]
             if a is None or b is None:
                 unknown += 1
-            elif a == b:
+            elif same_base(a, b):
                 same += 1
             else:
                 other.append(f"{name} s{seed}")

@@ -536,13 +536,15 @@ def test_task_rates_read_each_rounds_selector_json(tmp_path):
 
 
 def test_bases_note_counts_pairs_on_random_s_base():
-    def run(seed, sha):
-        return {"config": {"seed": seed}, "base_model": None if sha is None else {"weights_sha256": sha}}
+    def run(seed, sha, kernels=None):
+        numerics = {} if kernels is None else {"cpu_numerics": {"torch_cpu_capability": kernels}}
+        return {"config": {"seed": seed}, "base_model": None if sha is None else {"weights_sha256": sha, **numerics}}
 
-    runs = {"random": [run(0, "aa"), run(1, "bb"), run(2, None)],
-            "hindsight": [run(0, "aa"), run(1, "cc"), run(2, "dd"), run(3, "ee")],
-            "tive": [run(0, None)]}
-    # s0 same; s1 another; s2 random unrecorded; s3 random did not run (not a pair); tive s0 unrecorded
+    runs = {"random": [run(0, "aa", "AVX2"), run(1, "bb"), run(2, None), run(4, "ff", "AVX2")],
+            "hindsight": [run(0, "aa"), run(1, "cc"), run(2, "dd"), run(3, "ee"), run(4, "ff", "AVX512")],
+            "tive": [run(0, None), run(0, "aa", "AVX2")]}
+    # s0 same (kernels recorded by one side only); s1 another; s2 random unrecorded; s3 random did not run
+    # (not a pair); s4 same weights, other kernels; tive s0 unrecorded, then the same weights and kernels
     assert compare.bases_note(runs) == (
-        "Pre-trained bases of the runs paired by seed with `random` (`base_model` in metrics.json): 1 on its base, "
-        "1 on another (hindsight s1), 2 not recorded (runs made before the record existed).")
+        "Pre-trained bases of the runs paired by seed with `random` (`base_model` in metrics.json): 2 on its base, "
+        "2 on another (hindsight s1, hindsight s4), 2 not recorded (runs made before the record existed).")

@@ -76,7 +76,8 @@ def test_run_directory_contract(random_run):
 
 
 def test_the_run_records_the_base_it_started_from(random_run):
-    """base.json (and metrics.json's base_model): the built-in base's folder and the sha256 of its weights."""
+    """base.json (and metrics.json's base_model): the built-in base's folder, the sha256 of its weights and
+    the CPU arithmetic of the process (adapt.numerics)."""
     import hashlib
 
     run_dir, metrics = random_run
@@ -85,6 +86,7 @@ def test_the_run_records_the_base_it_started_from(random_run):
     assert base["name_or_path"] == "builtin:tiny-llava"
     assert base["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert metrics["base_model"] == base
+    assert set(base["cpu_numerics"]) == {"isa", "torch_cpu_capability", "mkl_cbwr", "onednn_max_cpu_isa"}
 
 
 def test_metrics_follow_the_definitions(random_run):

@@ -29,14 +29,16 @@ from adapt.io import write_dir_atomic, write_json_atomic
 from adapt.layout import BEFORE_TRAINING, RunLayout, run_model_ref
 from adapt.models.loading import ModelBundle, load_model
 from adapt.models.lora import add_new_adapter, load_adapter, save_adapter, set_adapter_base
+from adapt.numerics import cpu_numerics
 from adapt.run.checks import local_checkpoint
 from adapt.selection.base import phase_seed
 
 
 def weights_sha256(model_dir: Path) -> str:
     """sha256 over the bytes of the folder's ``*.safetensors`` files in name order (one file: its
-    sha256). A built-in base is pre-trained on the machine that runs it, and another processor's
-    float32 kernels build other weights (README, "What a new user sees"): runs compared seed by
+    sha256). A built-in base is pre-trained on the machine that runs it: with the CPU arithmetic
+    pinned (:mod:`adapt.numerics`, the default) every x86-64 machine builds the same weights, with
+    ``ADAPT_CPU_ISA=native`` another processor's float32 kernels build others. Runs compared seed by
     seed are on the same base only where this matches."""
     digest = hashlib.sha256()
     for file in sorted(Path(model_dir).glob("*.safetensors")):
@@ -65,7 +67,8 @@ class ModelChain:
                 path = builtin_checkpoint(self.config.model, self.config.seed, progress=self.progress)
             if self.accelerator.is_main_process and not self.layout.base.is_file():
                 write_json_atomic(self.layout.base, {"name_or_path": name, "path": str(path),
-                                                     "weights_sha256": weights_sha256(path)})
+                                                     "weights_sha256": weights_sha256(path),
+                                                     "cpu_numerics": cpu_numerics()})
             return path
         return local_checkpoint(name)
 
