@@ -256,11 +256,16 @@ def log_path(run: Path) -> Path:
     return run.parent / f"{run.name}.log"
 
 
+def job_env(threads: int) -> dict[str, str]:
+    """The environment a job's ``adapt run`` gets: ``threads`` threads, wandb offline and quiet, no hub."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), WANDB_SILENT="true",
+                WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+
+
 def launch(args: argparse.Namespace, job: Job, threads: int) -> tuple[Job, int, float]:
     """Run one job to its end (its output appended to ``<run>.log``): the job, exit status, seconds."""
     job.run.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), WANDB_SILENT="true",
-               WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    env = job_env(threads)
     start = time.perf_counter()
     with open(log_path(job.run), "a") as log:
         rc = subprocess.run(command(args, job), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
