@@ -30,15 +30,19 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=getattr(exc, "exit_code", 1))
 
 
-def _before_libraries() -> None:
-    """Before torch loads: the CPU arithmetic pinned (adapt.numerics: the same numbers on any x86-64
-    machine), the libraries' chatter off."""
+@app.callback()
+def _pin_cpu_numerics() -> None:
+    """Before any command, so before anything imports torch (a config check does): the CPU arithmetic
+    pinned (adapt.numerics: the same numbers on any x86-64 machine)."""
     from adapt.numerics import pin_cpu_numerics
 
     try:
         pin_cpu_numerics()
     except AdaptError as exc:
         _fail(exc)
+
+
+def _quiet_libraries() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,7 +83,7 @@ def run(
     except AdaptError as exc:
         _fail(exc)
         return
-    _before_libraries()
+    _quiet_libraries()
     from adapt.run import ContinualRun
 
     try:
@@ -139,7 +143,7 @@ def select(
     input's own format. The same selectors as `selection.method` in a run; TIVE trains its warm-up
     model and MLLM-Selector its seed model (10% of the pool unless
     selection.mllm_selector.seed_fraction is set) first."""
-    _before_libraries()
+    _quiet_libraries()
     from adapt.oneshot import select_once
 
     try:
@@ -170,7 +174,7 @@ def add_dataset(
     """Append a dataset to a run's stream, after checking it with the run's own reading rules
     (stream.check_images, max_sample_mb, skip_invalid): a run going on ingests it as its next
     round; a finished or stopped one with `adapt run --resume`."""
-    _before_libraries()
+    _quiet_libraries()
     from adapt.config import DatasetEntry
     from adapt.data.stream import load_stream
     from adapt.data.stream import add_dataset as add_to_stream
@@ -205,7 +209,7 @@ def validate(
 ) -> None:
     """Check datasets with the same checks as ingest, without touching any run: one line per
     dataset; exit status 2 if any is invalid."""
-    _before_libraries()
+    _quiet_libraries()
     from adapt.data.readers import ReadStats, iter_dataset
     from adapt.errors import DataError
     from adapt.oneshot import dataset_names
@@ -294,7 +298,7 @@ def export(
     """Write the model after a round of a run so that stock transformers (or peft, with --adapter)
     loads it without adapt: every weight with the round's adapters merged in, the tokenizer and the
     image processor; OUT/adapt_export.json says what it holds and which class loads it."""
-    _before_libraries()
+    _quiet_libraries()
     from adapt.layout import ExportLayout
     from adapt.run.export import export_round
 

@@ -59,3 +59,21 @@ def test_torch_computes_with_avx2_kernels_once_pinned():
             "print(torch.backends.cpu.get_cpu_capability())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() in ("AVX2", "DEFAULT")
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pin is for x86-64")
+def test_the_command_pins_before_its_config_check_loads_torch(tmp_path):
+    """`adapt run` checks its config (which imports torch) before a run starts: the pin must come
+    first. A fresh process runs the command on a config whose checkpoint does not exist (the check
+    refuses it after torch is loaded), then reports the kernels torch chose."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    env = {k: v for k, v in os.environ.items() if k not in (*PINNED, ISA_ENV)}
+    code = ("import sys; from adapt.cli import app\n"
+            f"try: app(['run', {str(config)!r}, '--run-dir', {str(tmp_path / 'run')!r}, "
+            "'model.name_or_path=/no/such/checkpoint'])\n"
+            "except SystemExit as e: print('exit', e.code)\n"
+            "import torch; print(torch.backends.cpu.get_cpu_capability())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    lines = out.stdout.split()
+    assert lines[:2] == ["exit", "2"], out.stdout + out.stderr
+    assert lines[-1] in ("AVX2", "DEFAULT")
