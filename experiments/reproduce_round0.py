@@ -3,11 +3,13 @@ first row of its digest's accuracy matrix.
 
     python experiments/reproduce_round0.py --stream default --rows random hindsight --seeds 0 1 2
 
-Float32 training is chaotic: a run on another base, or under other CPU kernels, differs after its
-first round already (`random`, seed 0, `default`: general VQA 85.8 on the base of one machine, 82.5
-on another's). So a run whose round 0 repeats its digest's accuracy row and per-dataset selection
-to the last digit ran on the same base and arithmetic as this machine computes (the CPU pinned, see
-adapt/numerics.py), and can be paired by seed with runs made here; one that does not, cannot. Each
+A run on another base differs after its first round already (`random`, seed 0, `default`: general
+VQA 85.8 on one machine's base, 82.5 on another's), so a run whose round 0 does not repeat its
+digest's accuracy row and per-dataset selection was not made on this machine's base and arithmetic
+(the CPU pinned, see adapt/numerics.py) and cannot be paired by seed with runs made here. One that
+repeats it is on the same base, and probably the same arithmetic: round 0's answers can survive a
+small difference in the fine-tuning's sums (an unpinned round 0 on this AVX-512 machine repeated the
+stored `random` seed 3, made on another machine), so only a whole run repeating settles that. Each
 check starts the row's ``adapt run`` exactly as experiments/compare.py does (same config, overrides,
 stream data), stops it once round 0 is evaluated (about a sixth of a run), and stores the verdict in
 ``RUNS/<stream>/round0/<row>-s<S>.json``, so an interrupted check resumes. Prints one line a run and

@@ -102,13 +102,17 @@ def test_the_readme_fresh_data_table_is_worked_out_from_the_digests():
         assert cells[3:] == [f"{v:+.1f}" if i in (3, 4) else f"{v:.1f}" for i, v in enumerate(want)], line
 
 
+SAME_BASE_HEADING = "### One machine, one arithmetic: the targets on pinned runs"
+
+
 def test_the_readme_same_base_tables_are_compare_py_s():
-    """The section on `random` re-run on the base of the `hindsight` runs: each stream's table lines
-    are lines of experiments/results/same_base/<stream>.md."""
+    """The section on the runs made on the pinned arithmetic: every table line after "On `<stream>`:"
+    (up to the next stream's) is a line of experiments/results/same_base/<stream>.md."""
     readme = (ROOT / "README.md").read_text()
-    text = section(readme, "### One machine, one base: `random` re-run beside `hindsight`")
+    text = section(readme, SAME_BASE_HEADING)
     for stream in STREAMS:
         results = set((ROOT / "experiments" / "results" / "same_base" / f"{stream}.md").read_text().splitlines())
-        table = first_table(text.split(f"On `{stream}`:")[1])
+        part = text.split(f"On `{stream}`:")[1].split("On `")[0]
+        table = table_lines(part)
         assert len(table) >= 3, f"no same-base table for {stream!r}"
         assert [line for line in table if line not in results] == []
