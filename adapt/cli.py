@@ -33,7 +33,7 @@ def _fail(exc: Exception) -> None:
 @app.callback()
 def _pin_cpu_numerics() -> None:
     """Before any command, so before anything imports torch (a config check does): the CPU arithmetic
-    pinned (adapt.numerics: the same numbers on any x86-64 machine)."""
+    pinned (adapt.numerics: the same numbers on x86-64 machines with AVX2)."""
     from adapt.numerics import pin_cpu_numerics
 
     try:

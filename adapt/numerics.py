@@ -1,11 +1,12 @@
 """The CPU arithmetic a run computes with: pinned to one instruction set, so that the same run gives
-the same numbers on any x86-64 machine.
+the same numbers on x86-64 machines with AVX2 (seen on an AVX2-only and an AVX-512 AMD EPYC).
 
 PyTorch, MKL and oneDNN pick their float32 kernels by what the processor has (AVX2, AVX-512, ...),
 and the kernels sum in different orders. Training amplifies the last-bit differences: the built-in
 base pre-trained on an AVX-512 machine had other weights (sha256 12536878…) than on an AVX2-only one
-(bfd0b3fe…), and the demo printed A 76.3 on one and 70.3 on the other. With the three variables below
-set to AVX2 before torch loads, the AVX-512 machine builds the AVX2 machine's base bit for bit.
+(bfd0b3fe…), and the demo printed A 74.7 on an AVX-512 Xeon (8d9cdab), 70.3 on an AVX2-only EPYC. With the
+three variables below set to AVX2 before torch loads, an AVX-512 machine builds the AVX2 machine's base
+bit for bit and its demo prints 70.3 too.
 
 ``ADAPT_CPU_ISA``: ``avx2`` (the default) pins them; ``native`` leaves torch, MKL and oneDNN to pick
 the fastest kernels of the machine (runs then compare only with runs of the same processor). A
