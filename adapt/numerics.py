@@ -63,6 +63,6 @@ def cpu_numerics() -> dict[str, str | None]:
     capability in effect, and the MKL and oneDNN pins (None where unset)."""
     import torch
 
-    return {"isa": os.environ.get(ISA_ENV, DEFAULT_ISA).strip().lower(),
+    return {"isa": requested_isa(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "mkl_cbwr": os.environ.get("MKL_CBWR"), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
